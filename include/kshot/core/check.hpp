@@ -1,0 +1,115 @@
+/**
+ * @file kshot/core/check.hpp
+ * @brief Precondition checks that are always on (`KSHOT_CHECK`), debug-only invariants (`KSHOT_ASSERT`),
+ * and the helpers that build error messages naming the function, the argument and the numbers.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef KSHOT_CORE_CHECK_HPP
+#define KSHOT_CORE_CHECK_HPP
+
+#include "kshot/core/types.hpp"
+
+#include <cassert>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KSHOT_NOINLINE_COLD __attribute__((noinline, cold))
+#define KSHOT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define KSHOT_NOINLINE_COLD
+#define KSHOT_UNLIKELY(x) (x)
+#endif
+
+namespace kshot {
+namespace detail {
+
+/// Concatenates the streamed form of every argument ("labels has ", 12, " entries").
+template <class... Args>
+std::string cat(Args&&... args) {
+  std::ostringstream out;
+  out.precision(9);
+  (out << ... << std::forward<Args>(args));
+  return out.str();
+}
+
+/// Throws std::invalid_argument("<where>: <what>"). Out of line and cold so that checks cost one branch.
+[[noreturn]] KSHOT_NOINLINE_COLD inline void throw_invalid_argument(const char* where, const std::string& what) {
+  throw std::invalid_argument(std::string(where) + ": " + what);
+}
+
+/// Throws std::out_of_range("<where>: <what>").
+[[noreturn]] KSHOT_NOINLINE_COLD inline void throw_out_of_range(const char* where, const std::string& what) {
+  throw std::out_of_range(std::string(where) + ": " + what);
+}
+
+/// Throws std::runtime_error("<where>: <what>"), used for I/O and file-format errors.
+[[noreturn]] KSHOT_NOINLINE_COLD inline void throw_runtime_error(const char* where, const std::string& what) {
+  throw std::runtime_error(std::string(where) + ": " + what);
+}
+
+}  // namespace detail
+}  // namespace kshot
+
+/**
+ * @brief Always-on precondition check for public boundaries.
+ * @param cond the condition that must hold.
+ * @param where the public call, e.g. "kshot::pairwise_distances()".
+ * @param what a std::string expression, evaluated only on failure, that names the argument and the numbers.
+ * @throws std::invalid_argument "<where>: <what>" when cond is false.
+ */
+#define KSHOT_CHECK(cond, where, what)                                                             \
+  do {                                                                                             \
+    if (KSHOT_UNLIKELY(!(cond))) ::kshot::detail::throw_invalid_argument((where), (what));        \
+  } while (0)
+
+/// Like KSHOT_CHECK, for indices and ids: throws std::out_of_range.
+#define KSHOT_CHECK_RANGE(cond, where, what)                                                       \
+  do {                                                                                             \
+    if (KSHOT_UNLIKELY(!(cond))) ::kshot::detail::throw_out_of_range((where), (what));            \
+  } while (0)
+
+/// Internal invariant, compiled out under NDEBUG or KSHOT_NO_DEBUG.
+#if defined(NDEBUG) || defined(KSHOT_NO_DEBUG)
+#define KSHOT_ASSERT(cond) ((void)0)
+#else
+#define KSHOT_ASSERT(cond) assert(cond)
+#endif
+
+namespace kshot {
+namespace detail {
+
+/**
+ * @brief Throws std::invalid_argument naming the first non-finite entry of `m`.
+ * @param m the matrix or vector to check.
+ * @param where the public call.
+ * @param name the argument's name as the user sees it.
+ */
+template <class Derived>
+void check_finite(const Eigen::DenseBase<Derived>& m, const char* where, const char* name) {
+  // allFinite() is a fast vectorised reduction; locate the culprit only on failure.
+  if (KSHOT_UNLIKELY(!m.derived().allFinite())) {
+    for (Index i = 0; i < m.rows(); ++i)
+      for (Index j = 0; j < m.cols(); ++j)
+        if (!std::isfinite(m(i, j)))
+          throw_invalid_argument(where, cat(name, " has a non-finite value (", m(i, j), ") at row ", i,
+                                            ", column ", j));
+    throw_invalid_argument(where, cat(name, " has a non-finite value"));
+  }
+}
+
+/// Throws unless `m` is rows x cols, naming the argument and both shapes.
+template <class Derived>
+void check_shape(const Eigen::EigenBase<Derived>& m, Index rows, Index cols, const char* where, const char* name) {
+  if (KSHOT_UNLIKELY(m.rows() != rows || m.cols() != cols))
+    throw_invalid_argument(where, cat(name, " is ", m.rows(), " x ", m.cols(), " but must be ", rows, " x ", cols));
+}
+
+}  // namespace detail
+}  // namespace kshot
+
+#endif  // KSHOT_CORE_CHECK_HPP

@@ -1,0 +1,13 @@
+/**
+ * @file kshot/kshot.hpp
+ * @brief Umbrella header: every public module of kshot except the optional xtensor bridge (interop/).
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef KSHOT_KSHOT_HPP
+#define KSHOT_KSHOT_HPP
+
+#include "kshot/core.hpp"
+#include "kshot/distances.hpp"
+
+#endif  // KSHOT_KSHOT_HPP
