@@ -101,8 +101,9 @@ inline bool contains(const std::string& what, const std::string& needle) {
     } catch (const type& e) {                                                                      \
       kshot_thrown_ = true;                                                                        \
       for (const char* fragment : {__VA_ARGS__}) {                                                 \
-        INFO("message: " << e.what() << " | expected fragment: " << fragment);                    \
-        CHECK(::kshot::test::contains(e.what(), fragment));                                        \
+        const std::string kshot_message_(e.what()), kshot_fragment_(fragment);                    \
+        INFO("message: " << kshot_message_ << " | expected fragment: " << kshot_fragment_);        \
+        CHECK(::kshot::test::contains(kshot_message_, kshot_fragment_));                           \
       }                                                                                            \
     }                                                                                              \
     CHECK_MESSAGE(kshot_thrown_, "expected " #type " from " #expr);                                \

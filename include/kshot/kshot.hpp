@@ -8,6 +8,8 @@
 #define KSHOT_KSHOT_HPP
 
 #include "kshot/core.hpp"
+#include "kshot/data.hpp"
 #include "kshot/distances.hpp"
+#include "kshot/sampling.hpp"
 
 #endif  // KSHOT_KSHOT_HPP

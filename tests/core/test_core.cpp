@@ -18,7 +18,7 @@ TEST_CASE("core.version: numbers and string agree") {
   CHECK(std::string(Version::string()) == expected);
 }
 
-TEST_CASE("core.check: KSHOT_CHECK throws with the call and the message; KSHOT_CHECK_RANGE throws out_of_range") {
+TEST_CASE("core.check: KSHOT_CHECK throws invalid_argument and KSHOT_CHECK_RANGE throws out_of_range with the call and the message") {
   auto f = [](int n) { KSHOT_CHECK(n > 0, "kshot::f()", detail::cat("n must be positive, got ", n)); return n; };
   CHECK(f(3) == 3);
   KSHOT_CHECK_THROWS_WITH_ALL(f(-2), std::invalid_argument, "kshot::f(): n must be positive, got -2");
@@ -33,7 +33,7 @@ TEST_CASE("core.check: KSHOT_CHECK throws with the call and the message; KSHOT_C
                               "m is 3 x 2 but must be 2 x 2");
 }
 
-TEST_CASE("core.workspace: slots grow, never shrink, and keep their storage for smaller requests") {
+TEST_CASE("core.workspace: slots grow and never shrink and keep their storage for smaller requests") {
   detail::Workspace<float> ws;
   auto a = ws.matrix(0, 10, 8);
   CHECK(a.rows() == 10);
@@ -56,7 +56,7 @@ TEST_CASE("core.workspace: slots grow, never shrink, and keep their storage for 
   CHECK(ws.capacity() == 0);
 }
 
-TEST_CASE("core.random: a stream is a pure function of (seed, stream)") {
+TEST_CASE("core.random: a stream is a pure function of seed and stream") {
   RandomStream a(42, 7), b(42, 7), c(42, 8), d(43, 7);
   std::vector<std::uint64_t> xa, xb, xc, xd;
   for (int i = 0; i < 100; ++i) {
@@ -93,7 +93,7 @@ TEST_CASE("core.random: neighbouring streams are uncorrelated") {
   }
 }
 
-TEST_CASE("core.random: uniform_index is unbiased (chi-square at a fixed seed)") {
+TEST_CASE("core.random: uniform_index is unbiased by a chi-square test at a fixed seed") {
   constexpr Index bins = 7;
   constexpr int draws = 70000;
   std::array<int, bins> counts{};
@@ -114,7 +114,7 @@ TEST_CASE("core.random: uniform_index is unbiased (chi-square at a fixed seed)")
                               "n must be at least 1, got 0");
 }
 
-TEST_CASE("core.random: uniform reals are in [0, 1) and normals have mean 0 and variance 1") {
+TEST_CASE("core.random: uniform reals lie in the unit interval and normals have mean 0 and variance 1") {
   RandomStream rng(3);
   double sum = 0, sum_sq = 0, lo = 1, hi = 0;
   float lo_f = 1, hi_f = 0;
@@ -157,7 +157,7 @@ TEST_CASE("core.random: shuffle is a seeded permutation") {
   CHECK(moved);
 }
 
-TEST_CASE("core.threads: guards restore the thread count; parallel_for covers every index once") {
+TEST_CASE("core.threads: guards restore the thread count and parallel_for covers every index once") {
   const int before = max_threads();
   {
     ThreadCountGuard guard(1);
@@ -173,7 +173,7 @@ TEST_CASE("core.threads: guards restore the thread count; parallel_for covers ev
   }
 }
 
-TEST_CASE("core.threads: an exception inside parallel_for is rethrown after the region (lowest index wins)") {
+TEST_CASE("core.threads: an exception inside parallel_for is rethrown after the region and the lowest index wins") {
   auto body = [](Index i) {
     if (i == 37 || i == 800) throw std::runtime_error("failed at " + std::to_string(i));
   };

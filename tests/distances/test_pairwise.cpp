@@ -72,7 +72,7 @@ void run_forward_cases() {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("distances.pairwise: every metric matches a naive loop (cross and self)", Scalar, float, double) {
+TEST_CASE_TEMPLATE("distances.pairwise: every metric matches a naive loop in cross and self form", Scalar, float, double) {
   run_forward_cases<Scalar, SquaredEuclidean>();
   run_forward_cases<Scalar, Euclidean>();
   run_forward_cases<Scalar, CosineSimilarity>();
@@ -227,7 +227,7 @@ TEST_CASE("distances.pairwise: backward near degenerate points") {
   }
 }
 
-TEST_CASE_TEMPLATE("distances.pairwise: degenerate inputs give finite, documented values", Scalar, float, double) {
+TEST_CASE_TEMPLATE("distances.pairwise: degenerate inputs give finite documented values", Scalar, float, double) {
   SUBCASE("identical rows") {
     RowMatrixX<Scalar> a = RowMatrixX<Scalar>::Constant(5, 3, Scalar(0.7));
     CHECK(self_distances(a, SquaredEuclidean{}).isZero(0));
@@ -268,7 +268,7 @@ TEST_CASE_TEMPLATE("distances.pairwise: degenerate inputs give finite, documente
   }
 }
 
-TEST_CASE("distances.pairwise: bad input throws with the function, the argument and the numbers") {
+TEST_CASE("distances.pairwise: bad input throws naming the function and the argument and the numbers") {
   const RowMatrixX<float> a = random_matrix<float>(4, 3, 1), b = random_matrix<float>(5, 2, 2);
   PairwiseDistance<float> engine;
   RowMatrixX<float> out(4, 5);
@@ -360,7 +360,7 @@ TEST_CASE("distances.pairwise: the chunked form equals the full matrix and bound
   CHECK(joined == full);
 }
 
-TEST_CASE("distances.pairwise: Maps and row blocks bind without a copy; column-major input gives the same values") {
+TEST_CASE("distances.pairwise: Maps and row blocks bind without a copy and column-major input gives the same values") {
   std::vector<float> storage(6 * 4);
   for (std::size_t i = 0; i < storage.size(); ++i) storage[i] = static_cast<float>(i % 7) - 3.0f;
   Eigen::Map<RowMatrixX<float>> map(storage.data(), 6, 4);

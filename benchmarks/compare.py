@@ -1,0 +1,381 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Joins kshot's Google Benchmark results with the peers' timings and checks the performance targets.
+
+Usage (scripts/bench runs it; use /usr/bin/python3):
+  compare.py [--results FILE]... [--peers FILE]... [--cmake-cache FILE] [--out DIR]
+
+  --results     Google Benchmark JSON (--benchmark_out_format=json), or several merged as scripts/bench does
+                ({"context", "contexts", "benchmarks"}); default build/bench/results.json
+  --peers       peer JSON files: a list (or JSON lines) of {"case", "peer", "peer_seconds", "threads", ...};
+                default build/bench/peers/*.json
+  --cmake-cache the build's CMakeCache.txt, for the compiler and flags; default build/bench/CMakeCache.txt
+  --out         where compare.json and compare.md go; default build/bench
+
+Google Benchmark rows are named `<case>/omp:<threads>/...` and labelled `<case>`. A row whose label starts with
+a key of YARDSTICKS is not a kshot case but an in-run peer (e.g. the bare Eigen GEMM of the same shape); every
+other label is a kshot case. Times are medians over the repetitions.
+
+compare.json: a list of rows {"case", "threads", "kshot_seconds", "peer", "peer_seconds", "speedup", ...}, one
+per (case, threads, peer), with speedup = peer_seconds / kshot_seconds (> 1: kshot is faster; against a
+yardstick it is the fraction of the yardstick's throughput that kshot reaches). Extra fields: kshot_gflops,
+peer_gflops, kshot_cv (coefficient of variation over the repetitions), target, status (PASS/MISS/null), note.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ---- the data-driven part: later benchmarks add entries here ---------------------------------------------------
+
+# In-run yardsticks: Google Benchmark rows whose label starts with the key are reported as this peer name.
+YARDSTICKS = {
+    "eigen_gemm_": "eigen_gemm_same_shape",
+}
+
+# Which yardstick a kshot case is compared with: case prefix -> function(case) -> the yardstick's label.
+# pairwise_<metric>_<dtype>_<n>x<m>x<d> -> eigen_gemm_<dtype>_<n>x<m>x<d>
+YARDSTICK_OF = {
+    "pairwise_": lambda case: "eigen_gemm_" + case.split("_", 2)[2],
+}
+
+# Targets: case prefix -> {peer: (minimum speedup, wording)}. The longest matching prefix applies; a row whose
+# (case, peer) has a target gets PASS or MISS. speedup = peer_seconds / kshot_seconds at the same thread count.
+TARGETS = {
+    "pairwise_sqeuclidean_": {
+        "eigen_gemm_same_shape": (0.85, "squared Euclidean >= 85% of same-shape GEMM"),
+        "torch.cdist": (1.5, ">= 1.5x torch.cdist at the same thread count"),
+    },
+}
+
+# Notes printed under the table for a (case prefix, peer) pair.
+PEER_NOTES = {
+    ("pairwise_sqeuclidean_", "torch.cdist"):
+        "torch has no squared cdist: the torch.cdist peer of the squared-Euclidean cases also takes a sqrt "
+        "(it is the same timing as the Euclidean case's peer).",
+    ("pairwise_", "eigen_gemm_same_shape"):
+        "eigen_gemm_same_shape is `out.noalias() = a * b.transpose()` (row-major, same OpenMP threads) in the "
+        "same binary and run: its speedup column is the fraction of bare-GEMM throughput kshot reaches.",
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+
+SLOWER = 1.05  # a run at more threads this much slower than at 1 thread gets a warning
+TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+OMP_RE = re.compile(r"/omp:(\d+)(?:/|$)")
+
+
+def load_json_rows(path):
+    """A JSON list, a single JSON object, or JSON lines."""
+    with open(path) as f:
+        text = f.read()
+    try:
+        data = json.loads(text)
+        return data if isinstance(data, list) else [data]
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def load_benchmarks(paths):
+    """Merges Google Benchmark files: (list of contexts, list of benchmark entries)."""
+    contexts, entries = [], []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if "contexts" in data:
+            contexts.extend(data["contexts"])
+        elif "context" in data:
+            contexts.append(data["context"])
+        entries.extend(data.get("benchmarks", []))
+    return contexts, entries
+
+
+def summarise(entries):
+    """(label, threads) -> {"seconds", "gflops", "cv", "reps", "error"} from the repetitions' medians."""
+    groups = {}
+    for e in entries:
+        label = e.get("label") or e.get("run_name") or e["name"]
+        m = OMP_RE.search(e.get("run_name", e["name"]))
+        threads = int(m.group(1)) if m else int(e.get("threads", 1))
+        g = groups.setdefault((label, threads), {"iterations": [], "median": None, "error": None})
+        if e.get("error_occurred"):
+            g["error"] = e.get("error_message", "error")
+        elif e.get("run_type") == "aggregate":
+            if e.get("aggregate_name") == "median":
+                g["median"] = e
+        else:
+            g["iterations"].append(e)
+    out = {}
+    for key, g in groups.items():
+        if g["error"]:
+            out[key] = {"seconds": None, "gflops": None, "cv": None, "reps": 0, "error": g["error"]}
+            continue
+        runs = g["iterations"] or ([g["median"]] if g["median"] else [])
+        if not runs:
+            continue
+        times = [r["real_time"] * TIME_UNITS[r.get("time_unit", "ns")] for r in runs]
+        seconds = statistics.median(times)
+        flops = [r["GFLOP/s"] * 1e9 * t for r, t in zip(runs, times) if "GFLOP/s" in r]
+        gflops = statistics.median(flops) / seconds * 1e-9 if flops else None
+        cv = statistics.stdev(times) / statistics.mean(times) if len(times) > 1 else None
+        out[key] = {"seconds": seconds, "gflops": gflops, "cv": cv, "reps": len(times), "error": None}
+    return out
+
+
+def longest_prefix(table, case):
+    keys = [k for k in table if case.startswith(k)]
+    return max(keys, key=len) if keys else None
+
+
+def target_for(case, peer):
+    prefix = longest_prefix(TARGETS, case)
+    return TARGETS[prefix].get(peer) if prefix else None
+
+
+def build_rows(kshot, peers):
+    rows, errors, warnings = [], [], []
+    yard = {}
+    for (label, threads), s in kshot.items():
+        prefix = longest_prefix(YARDSTICKS, label)
+        if prefix:
+            yard[(label, threads)] = (YARDSTICKS[prefix], s)
+    peer_rows = {}
+    for p in peers:
+        peer_rows.setdefault((p["case"], int(p["threads"])), []).append(p)
+
+    for (case, threads), s in kshot.items():  # in the order the benchmarks ran
+        if (case, threads) in yard:
+            if s["error"]:
+                errors.append(f"{case} (omp:{threads}): {s['error']}")
+            continue
+        if s["error"]:
+            errors.append(f"{case} (omp:{threads}): {s['error']}")
+            continue
+        base = {"case": case, "threads": threads, "kshot_seconds": s["seconds"], "kshot_gflops": s["gflops"],
+                "kshot_cv": s["cv"]}
+        candidates = []
+        prefix = longest_prefix(YARDSTICK_OF, case)
+        if prefix:
+            ylabel = YARDSTICK_OF[prefix](case)
+            if (ylabel, threads) in yard:
+                name, ys = yard[(ylabel, threads)]
+                if ys["error"] is None:
+                    candidates.append({"peer": name, "peer_seconds": ys["seconds"], "peer_gflops": ys["gflops"],
+                                       "peer_cv": ys["cv"], "peer_label": ylabel})
+        for p in peer_rows.get((case, threads), []):
+            extra = {k: v for k, v in p.items() if k not in ("case", "threads")}
+            if extra.get("peer_gflops") is None and "flops" in p and p.get("peer_seconds"):
+                extra["peer_gflops"] = p["flops"] / p["peer_seconds"] * 1e-9
+            candidates.append(extra)
+        if not candidates:
+            candidates.append({"peer": None, "peer_seconds": None})
+        for c in candidates:
+            row = dict(base)
+            row.update(c)
+            ps, ks = row.get("peer_seconds"), row["kshot_seconds"]
+            row["speedup"] = ps / ks if ps and ks else None
+            t = target_for(case, row["peer"]) if row["peer"] else None
+            row["target"] = t[0] if t else None
+            row["status"] = None if t is None or row["speedup"] is None else (
+                "PASS" if row["speedup"] >= t[0] else "MISS")
+            rows.append(row)
+    for (case, threads) in sorted(set(peer_rows) - set(kshot)):
+        warnings.append(f"peer rows for {case} (omp:{threads}) have no kshot result")
+    # A peer or yardstick that got slower with more threads (e.g. a parallel GEMM too small to split, on a
+    # busy machine) makes an easy target: say so, once per (peer, threads, timing).
+    one_thread = {(r["case"], r["peer"]): r["peer_seconds"] for r in rows if r["threads"] == 1}
+    slower = {}
+    for r in rows:
+        base_time = one_thread.get((r["case"], r["peer"]))
+        if r["threads"] > 1 and r["peer_seconds"] and base_time and r["peer_seconds"] > SLOWER * base_time:
+            r["note"] = (r.get("note") + "; " if r.get("note") else "") + (
+                f"peer slower at {r['threads']} threads than at 1 ({fmt_seconds(base_time)})")
+            slower.setdefault((r["peer"], r["threads"], r["peer_seconds"], base_time), []).append(r["case"])
+    kshot_one = {r["case"]: r["kshot_seconds"] for r in rows if r["threads"] == 1}
+    seen = set()
+    for r in rows:
+        base_time = kshot_one.get(r["case"])
+        if r["threads"] > 1 and base_time and r["kshot_seconds"] > SLOWER * base_time and (r["case"], r["threads"]) not in seen:
+            seen.add((r["case"], r["threads"]))
+            warnings.append(f"kshot's {r['case']} is slower at {r['threads']} threads ({fmt_seconds(r['kshot_seconds'])}) "
+                            f"than at 1 ({fmt_seconds(base_time)}): a busy machine, or a scaling problem")
+    for (peer, threads, seconds, base_time), cases in slower.items():
+        warnings.append(f"{peer} is slower at {threads} threads ({fmt_seconds(seconds)}) than at 1 "
+                        f"({fmt_seconds(base_time)}) as the peer of {', '.join(cases)}: the speedup at "
+                        f"{threads} threads flatters kshot")
+    key_order = ["case", "threads", "kshot_seconds", "peer", "peer_seconds", "speedup"]
+    rows = [{**{k: r.get(k) for k in key_order}, **{k: v for k, v in r.items() if k not in key_order}} for r in rows]
+    return rows, errors, warnings
+
+
+# ---- environment for the header -------------------------------------------------------------------------------
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags_of_note():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return " ".join(x for x in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if x in flags)
+    except OSError:
+        pass
+    return ""
+
+
+def cmake_cache(path):
+    values = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"^([A-Za-z0-9_]+):[A-Z]+=(.*)$", line.rstrip("\n"))
+                if m:
+                    values[m.group(1)] = m.group(2)
+    except OSError:
+        pass
+    return values
+
+
+def compiler_version(path):
+    if not path:
+        return None
+    try:
+        return subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return None
+
+
+# ---- output -------------------------------------------------------------------------------------------------
+
+def fmt_seconds(s):
+    if s is None:
+        return "—"
+    if s >= 1.0:
+        return f"{s:.3f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3f} ms"
+    return f"{s * 1e6:.2f} µs"
+
+
+def fmt(x, spec):
+    return "—" if x is None else format(x, spec)
+
+
+def write_markdown(path, rows, errors, warnings, contexts, peers, cache):
+    ctx = contexts[0] if contexts else {}
+    threads = sorted({r["threads"] for r in rows})
+    cxx = cache.get("CMAKE_CXX_COMPILER")
+    build_type = cache.get("CMAKE_BUILD_TYPE") or ctx.get("build_type", "?")
+    config_flags = " ".join(x for x in (cache.get("CMAKE_CXX_FLAGS", ""),
+                                        cache.get(f"CMAKE_CXX_FLAGS_{build_type.upper()}", "")) if x)
+    lines = ["# kshot benchmark comparison", ""]
+    lines.append(f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}"
+                 + (f" (benchmarks started {ctx['date']})" if "date" in ctx else ""))
+    lines.append(f"- CPU: {cpu_model()}, {ctx.get('num_cpus', os.cpu_count())} CPUs"
+                 + (f" @ {ctx['mhz_per_cpu']} MHz" if "mhz_per_cpu" in ctx else "")
+                 + (f"; {cpu_flags_of_note()}" if cpu_flags_of_note() else ""))
+    if "caches" in ctx:
+        caches = ", ".join(f"L{c['level']}{'d' if c['type'] == 'Data' else 'i' if c['type'] == 'Instruction' else ''} "
+                           f"{c['size'] // 1024} KiB" for c in ctx["caches"])
+        lines.append(f"- Caches: {caches}")
+    if "load_avg" in ctx:
+        load = ctx["load_avg"]
+        busy = " — the machine was busy: treat the numbers as noisy" if load and load[0] > 0.5 * ctx.get("num_cpus", 1) else ""
+        lines.append(f"- Load average at start: {', '.join(f'{x:.2f}' for x in load)}{busy}")
+    lines.append(f"- Compiler: {ctx.get('compiler') or compiler_version(cxx) or 'unknown'}"
+                 + (f" ({cxx})" if cxx else ""))
+    lines.append(f"- Build type: {build_type}; CMake flags: `{config_flags or '(none)'}`"
+                 + (f"; KSHOT_NATIVE={cache['KSHOT_NATIVE']}" if "KSHOT_NATIVE" in cache else ""))
+    if "build_flags" in ctx:
+        lines.append(f"- Benchmark compile flags: `{ctx['build_flags']}`")
+    if "eigen_version" in ctx:
+        lines.append(f"- Eigen {ctx['eigen_version']} ({ctx.get('eigen_simd', '?')}); OpenMP {ctx.get('openmp', '?')}; "
+                     f"kshot {ctx.get('kshot_version', '?')}; Google Benchmark library build: "
+                     f"{ctx.get('library_build_type', '?')}")
+    env = [f"{k}={ctx[k]}" for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_PROC_BIND") if k in ctx]
+    lines.append(f"- Threads (OpenMP, and the peers' intra-op/BLAS threads): {', '.join(map(str, threads))}"
+                 + (f"; environment: {', '.join(env)}" if env else ""))
+    peer_desc = {}
+    for p in peers:
+        if p.get("peer") and p["peer"] not in peer_desc:
+            bits = [f"{k}={p[k]}" for k in ("torch_version", "compute_mode", "path", "blas_threads") if k in p]
+            peer_desc[p["peer"]] = ", ".join(bits)
+    for name, desc in peer_desc.items():
+        lines.append(f"- Peer {name}: {desc}")
+    lines.append("- Times: median over the repetitions of the mean wall time per call; speedup = peer time / kshot time.")
+    lines += ["", "## Targets", ""]
+    for prefix, per_peer in TARGETS.items():
+        for peer, (minimum, words) in per_peer.items():
+            lines.append(f"- `{prefix}*` vs {peer}: {words} (speedup >= {minimum:g})")
+    lines += ["", "## Results", "",
+              "| case | threads | kshot | kshot GFLOP/s | kshot cv | peer | peer time | peer GFLOP/s | speedup | target | status |",
+              "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        cv = "—" if r.get("kshot_cv") is None else f"{100 * r['kshot_cv']:.0f}%"
+        lines.append(f"| {r['case']} | {r['threads']} | {fmt_seconds(r['kshot_seconds'])} | {fmt(r.get('kshot_gflops'), '.1f')} "
+                     f"| {cv} | {r['peer'] or '—'} | {fmt_seconds(r['peer_seconds'])} | {fmt(r.get('peer_gflops'), '.1f')} "
+                     f"| {fmt(r['speedup'], '.2f')} | {fmt(r['target'], 'g')} | {r['status'] or '—'} |")
+    summary = [r["status"] for r in rows if r["status"]]
+    lines += ["", f"Targets: {summary.count('PASS')} PASS, {summary.count('MISS')} MISS."]
+    notes = [text for (prefix, peer), text in PEER_NOTES.items()
+             if any(r["case"].startswith(prefix) and r["peer"] == peer for r in rows)]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", action="append", help="Google Benchmark JSON (repeatable)")
+    ap.add_argument("--peers", action="append", help="peer JSON (repeatable)")
+    ap.add_argument("--cmake-cache", default=os.path.join(ROOT, "build", "bench", "CMakeCache.txt"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
+    args = ap.parse_args()
+    results = args.results or [os.path.join(ROOT, "build", "bench", "results.json")]
+    peer_files = args.peers if args.peers is not None else sorted(
+        glob.glob(os.path.join(ROOT, "build", "bench", "peers", "*.json")))
+
+    contexts, entries = load_benchmarks(results)
+    peers = [p for path in peer_files for p in load_json_rows(path)]
+    for p in peers:
+        missing = [k for k in ("case", "peer", "peer_seconds", "threads") if k not in p]
+        if missing:
+            sys.exit(f"compare.py: a peer row lacks {missing}: {p}")
+    rows, errors, warnings = build_rows(summarise(entries), peers)
+
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "compare.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    write_markdown(os.path.join(args.out, "compare.md"), rows, errors, warnings, contexts, peers,
+                   cmake_cache(args.cmake_cache))
+    print(f"compare.py: {len(rows)} rows -> {os.path.join(args.out, 'compare.json')}, compare.md", file=sys.stderr)
+    for e in errors:
+        print(f"compare.py: error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

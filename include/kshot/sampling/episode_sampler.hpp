@@ -1,0 +1,352 @@
+/**
+ * @file kshot/sampling/episode_sampler.hpp
+ * @brief Seeded N-way K-shot Q-query episode sampling: any episode regenerates alone from (seed, i),
+ * small classes follow an explicit policy, and epoch mode shows every example as a query once per epoch.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef KSHOT_SAMPLING_EPISODE_SAMPLER_HPP
+#define KSHOT_SAMPLING_EPISODE_SAMPLER_HPP
+
+#include "kshot/core/check.hpp"
+#include "kshot/core/random.hpp"
+#include "kshot/core/threads.hpp"
+#include "kshot/core/types.hpp"
+#include "kshot/data/class_index.hpp"
+#include "kshot/sampling/episode.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+namespace kshot {
+
+/**
+ * @brief The schedule of one epoch of EpisodeSampler::sample_epoch(): which query examples each episode
+ * takes, so that every example of every eligible class is a query exactly once.
+ *
+ * Built by EpisodeSampler::plan_epoch(epoch), a pure function of (seed, epoch).
+ */
+class EpochPlan {
+ public:
+  /// The number of episodes in the epoch.
+  Index num_episodes() const noexcept { return static_cast<Index>(episode_offsets_.size()) - 1; }
+  /// The epoch number.
+  std::uint64_t epoch() const noexcept { return epoch_; }
+
+ private:
+  friend class EpisodeSampler;
+  struct Way {
+    Index class_slot;   // position in the sampler's eligible-class list
+    Index query_begin;  // first position of this episode's queries in the class's epoch permutation
+    Index query_count;  // 0 for a class that only fills a way (its queries are used up)
+  };
+  std::uint64_t epoch_ = 0;
+  std::vector<Index> perm_offsets_;     // per eligible class, where its permutation starts in perm_
+  std::vector<Index> perm_;             // per class: a seeded permutation of its rows
+  std::vector<Index> episode_offsets_{0};
+  std::vector<Way> ways_;
+};
+
+/**
+ * @brief Draws N-way K-shot Q-query episodes from a ClassIndex.
+ *
+ * Episode i is a pure function of (seed, i): it draws from its own RandomStream(seed, i), so any episode
+ * can be regenerated alone, in any order, on any thread, with identical results. Within an episode the N
+ * classes are drawn without replacement (uniformly among the eligible classes), and within each class
+ * the K + Q examples are drawn without replacement (uniformly), the first K as support and the rest as
+ * queries.
+ *
+ * A class with fewer than K + Q examples (K the largest shot count) is handled by the configured
+ * SmallClassPolicy: throw at construction (default), skip it, or sample it with replacement.
+ *
+ * @code
+ * kshot::ClassIndex index(labels);
+ * kshot::EpisodeSampler sampler(index, {5, 5, 15}, 42);     // 5-way 5-shot 15-query, seed 42
+ * kshot::GatheredEpisode<float> ep;
+ * sampler.sample(7, features, ep);                          // always the same episode 7
+ * @endcode
+ *
+ * @note sample() and sample_epoch() are const and thread-safe as long as each thread fills its own
+ * Episode. The sampler keeps a copy of the index's class sizes and rows.
+ */
+class EpisodeSampler {
+ public:
+  /**
+   * @param[in] index the rows of each class.
+   * @param[in] config ways, shots, queries, optional min_shots, and the small-class policy.
+   * @param[in] seed the seed of every episode.
+   * @param[in] classes the classes to draw from (e.g. the novel split); empty means every class of `index`
+   * with at least one example.
+   * @throws std::invalid_argument if ways, shots or queries < 1, min_shots is not -1 and outside
+   * [1, shots], a listed class is out of range, listed twice or has no example, a class is too small
+   * under SmallClassPolicy::throw_error (naming the class, its count and the need), or fewer than `ways`
+   * classes remain.
+   */
+  EpisodeSampler(const ClassIndex& index, EpisodeConfig config, std::uint64_t seed, std::vector<Label> classes = {})
+      : config_(config), seed_(seed) {
+    constexpr const char* where = "kshot::EpisodeSampler::EpisodeSampler()";
+    KSHOT_CHECK(config.ways >= 1, where, detail::cat("ways must be at least 1, got ", config.ways));
+    KSHOT_CHECK(config.shots >= 1, where, detail::cat("shots must be at least 1, got ", config.shots));
+    KSHOT_CHECK(config.queries >= 1, where, detail::cat("queries must be at least 1, got ", config.queries));
+    KSHOT_CHECK(config.min_shots == -1 || (config.min_shots >= 1 && config.min_shots <= config.shots), where,
+                detail::cat("min_shots must be -1 or in [1, shots = ", config.shots, "], got ", config.min_shots));
+    KSHOT_CHECK(index.num_rows() > 0, where, "the dataset is empty (0 rows)");
+    if (classes.empty()) {
+      classes = index.classes_with_at_least(1);
+    } else {
+      std::vector<Label> sorted = classes;
+      std::sort(sorted.begin(), sorted.end());
+      const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+      KSHOT_CHECK(dup == sorted.end(), where, detail::cat("classes lists class ", dup == sorted.end() ? 0 : *dup, " twice"));
+      for (Label c : classes) {
+        KSHOT_CHECK(c >= 0 && c < index.num_classes(), where,
+                    detail::cat("classes lists class ", c, ", outside [0, ", index.num_classes(), ")"));
+        KSHOT_CHECK(index.count(c) > 0, where, detail::cat("class ", c, " has no example"));
+      }
+    }
+    const Index need = config.shots + config.queries;
+    for (Label c : classes) {
+      const Index count = index.count(c);
+      const bool small = count < need;
+      if (small && config.small_classes == SmallClassPolicy::throw_error)
+        detail::throw_invalid_argument(where, detail::cat("class ", c, " has ", count, " examples but an episode needs ",
+                                                          need, " of each class (shots ", config.shots, " + queries ",
+                                                          config.queries, "); choose SmallClassPolicy::skip or ",
+                                                          "SmallClassPolicy::with_replacement to allow it"));
+      if (small && config.small_classes == SmallClassPolicy::skip) {
+        skipped_.push_back(c);
+        continue;
+      }
+      classes_.push_back(c);
+      with_replacement_.push_back(small ? 1 : 0);
+      offsets_.push_back(static_cast<Index>(rows_.size()));
+      const Index* r = index.rows(c);
+      rows_.insert(rows_.end(), r, r + count);
+    }
+    offsets_.push_back(static_cast<Index>(rows_.size()));
+    if (!rows_.empty()) max_row_ = *std::max_element(rows_.begin(), rows_.end());
+    KSHOT_CHECK(static_cast<Index>(classes_.size()) >= config.ways, where,
+                detail::cat("an episode needs ", config.ways, " classes but only ", classes_.size(),
+                            " are eligible (", skipped_.size(), " skipped for having fewer than ", need, " examples)"));
+  }
+
+  const EpisodeConfig& config() const noexcept { return config_; }
+  std::uint64_t seed() const noexcept { return seed_; }
+  /// The classes episodes are drawn from, in the order of their slots.
+  const std::vector<Label>& classes() const noexcept { return classes_; }
+  /// Classes left out by SmallClassPolicy::skip.
+  const std::vector<Label>& skipped_classes() const noexcept { return skipped_; }
+
+  /**
+   * @brief Fills `out` with episode `i` (rows and labels).
+   * @note Allocates only while `out`'s vectors grow to the episode's size.
+   */
+  void sample(Index i, Episode& out) const {
+    RandomStream rng(seed_, static_cast<std::uint64_t>(i));
+    begin(i, out);
+    const Index ways = config_.ways;
+    auto& slots = out.scratch;
+    slots.resize(static_cast<std::size_t>(ways));
+    out.shuffle.draw(rng, static_cast<Index>(classes_.size()), ways,
+                     [&](Index k, Index slot) { slots[static_cast<std::size_t>(k)] = slot; });
+    for (Index l = 0; l < ways; ++l) {
+      const Index slot = slots[static_cast<std::size_t>(l)];
+      out.classes.push_back(classes_[static_cast<std::size_t>(slot)]);
+      const Index shots = draw_shots(rng);
+      const Index count = class_size(slot);
+      const Index* rows = rows_.data() + offsets_[static_cast<std::size_t>(slot)];
+      const auto label = static_cast<Label>(l);
+      auto emit = [&](Index k, Index position) {
+        if (k < shots) {
+          out.support_rows.push_back(rows[position]);
+          out.support_labels.push_back(label);
+        } else {
+          out.query_rows.push_back(rows[position]);
+          out.query_labels.push_back(label);
+        }
+      };
+      if (with_replacement_[static_cast<std::size_t>(slot)]) {
+        for (Index k = 0; k < shots + config_.queries; ++k) emit(k, static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(count))));
+      } else {
+        out.shuffle.draw(rng, count, shots + config_.queries, emit);
+      }
+    }
+  }
+
+  /// Episode `i` as a new Episode.
+  Episode sample(Index i) const {
+    Episode e;
+    sample(i, e);
+    return e;
+  }
+
+  /// Samples episode `i` into `out.episode` and gathers its features from `features` (N x D).
+  template <class Scalar>
+  void sample(Index i, ConstRowMatrixRef<Scalar> features, GatheredEpisode<Scalar>& out) const {
+    sample(i, out.episode);
+    out.gather(features);
+  }
+
+  /**
+   * @brief Episodes first .. first + count - 1, sampled and gathered in parallel over episodes.
+   *
+   * `out` is resized to `count` (reuse it to avoid allocation); the result is identical for any
+   * number of threads.
+   * @throws std::invalid_argument if count < 0.
+   */
+  template <class Scalar>
+  void sample_batch(Index first, Index count, ConstRowMatrixRef<Scalar> features,
+                    std::vector<GatheredEpisode<Scalar>>& out) const {
+    KSHOT_CHECK(count >= 0, "kshot::EpisodeSampler::sample_batch()", detail::cat("count must be >= 0, got ", count));
+    check_features<Scalar>(features, "kshot::EpisodeSampler::sample_batch()");
+    if (static_cast<Index>(out.size()) < count) out.resize(static_cast<std::size_t>(count));
+    const double work = double(count) * double(config_.ways) * double(config_.shots + config_.queries) *
+                        double(features.cols());
+    detail::parallel_for(count, detail::worth_parallel(count, work),
+                         [&](Index b) { sample<Scalar>(first + b, features, out[static_cast<std::size_t>(b)]); });
+  }
+
+  /**
+   * @brief The plan of epoch `epoch`: every example of every eligible class becomes a query exactly once.
+   *
+   * Each class's examples are put in a seeded random order and cut into chunks of Q queries (the last
+   * may be shorter). Episodes are formed greedily from the N classes with the most chunks left (ties
+   * broken at random), which keeps N distinct classes per episode as long as possible; when fewer than N
+   * classes have queries left, the remaining ways are filled with other classes that contribute support
+   * examples only. A pure function of (seed, epoch).
+   */
+  EpochPlan plan_epoch(std::uint64_t epoch) const {
+    EpochPlan plan;
+    plan.epoch_ = epoch;
+    const Index num_classes = static_cast<Index>(classes_.size());
+    const Index q = config_.queries;
+    plan.perm_offsets_ = offsets_;
+    plan.perm_ = rows_;
+    std::vector<Index> chunks_left(static_cast<std::size_t>(num_classes)), next_query(static_cast<std::size_t>(num_classes), 0);
+    std::vector<std::uint64_t> tie(static_cast<std::size_t>(num_classes));
+    RandomStream plan_rng(seed_ ^ 0xA5A5A5A5A5A5A5A5ull, epoch);
+    for (Index s = 0; s < num_classes; ++s) {
+      const auto begin = plan.perm_.begin() + offsets_[static_cast<std::size_t>(s)];
+      const auto end = plan.perm_.begin() + offsets_[static_cast<std::size_t>(s) + 1];
+      plan_rng.shuffle(begin, end);
+      chunks_left[static_cast<std::size_t>(s)] = (class_size(s) + q - 1) / q;
+      tie[static_cast<std::size_t>(s)] = plan_rng();
+    }
+    std::vector<Index> order(static_cast<std::size_t>(num_classes));
+    const Index ways = config_.ways;
+    for (;;) {
+      std::iota(order.begin(), order.end(), Index(0));
+      // Most chunks left first; ties by a per-epoch random key, so the class order is not always the same.
+      std::sort(order.begin(), order.end(), [&](Index a, Index b) {
+        const Index ca = chunks_left[static_cast<std::size_t>(a)], cb = chunks_left[static_cast<std::size_t>(b)];
+        return ca != cb ? ca > cb : tie[static_cast<std::size_t>(a)] < tie[static_cast<std::size_t>(b)];
+      });
+      if (chunks_left[static_cast<std::size_t>(order[0])] == 0) break;
+      for (Index w = 0; w < ways; ++w) {
+        const Index s = order[static_cast<std::size_t>(w)];
+        auto& left = chunks_left[static_cast<std::size_t>(s)];
+        if (left > 0) {
+          const Index begin = next_query[static_cast<std::size_t>(s)];
+          const Index len = std::min(q, class_size(s) - begin);
+          plan.ways_.push_back({s, begin, len});
+          next_query[static_cast<std::size_t>(s)] += len;
+          --left;
+        } else {
+          plan.ways_.push_back({s, 0, 0});
+        }
+      }
+      plan.episode_offsets_.push_back(static_cast<Index>(plan.ways_.size()));
+      for (auto& t : tie) t = plan_rng();
+    }
+    return plan;
+  }
+
+  /**
+   * @brief Fills `out` with episode `i` of an epoch plan.
+   *
+   * The queries come from the plan; the support of each class is drawn (from RandomStream over
+   * (seed, epoch, i)) among the class's examples that are not this episode's queries, with replacement
+   * only when fewer than K of them are left.
+   * @throws std::out_of_range unless 0 <= i < plan.num_episodes().
+   */
+  void sample_epoch(const EpochPlan& plan, Index i, Episode& out) const {
+    KSHOT_CHECK_RANGE(i >= 0 && i < plan.num_episodes(), "kshot::EpisodeSampler::sample_epoch()",
+                      detail::cat("episode ", i, " is outside [0, ", plan.num_episodes(), ") of epoch ", plan.epoch()));
+    RandomStream rng(seed_ ^ detail::splitmix64(plan.epoch() + 0x632BE59BD9B4E019ull), static_cast<std::uint64_t>(i));
+    begin(i, out);
+    for (Index w = plan.episode_offsets_[static_cast<std::size_t>(i)]; w < plan.episode_offsets_[static_cast<std::size_t>(i) + 1]; ++w) {
+      const auto& way = plan.ways_[static_cast<std::size_t>(w)];
+      const auto label = static_cast<Label>(out.classes.size());
+      out.classes.push_back(classes_[static_cast<std::size_t>(way.class_slot)]);
+      const Index* perm = plan.perm_.data() + plan.perm_offsets_[static_cast<std::size_t>(way.class_slot)];
+      const Index count = class_size(way.class_slot);
+      for (Index k = 0; k < way.query_count; ++k) {
+        out.query_rows.push_back(perm[way.query_begin + k]);
+        out.query_labels.push_back(label);
+      }
+      const Index shots = draw_shots(rng);
+      const Index rest = count - way.query_count;
+      auto emit = [&](Index, Index position) {
+        // Positions index the permutation with this episode's query chunk cut out.
+        const Index p = position < way.query_begin ? position : position + way.query_count;
+        out.support_rows.push_back(perm[p]);
+        out.support_labels.push_back(label);
+      };
+      if (rest >= shots) {
+        out.shuffle.draw(rng, rest, shots, emit);
+      } else {
+        for (Index k = 0; k < shots; ++k) {
+          const Index position = static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(count)));
+          out.support_rows.push_back(perm[position]);
+          out.support_labels.push_back(label);
+        }
+      }
+    }
+  }
+
+ private:
+  Index class_size(Index slot) const noexcept {
+    return offsets_[static_cast<std::size_t>(slot) + 1] - offsets_[static_cast<std::size_t>(slot)];
+  }
+
+  Index draw_shots(RandomStream& rng) const {
+    if (config_.min_shots < 1) return config_.shots;
+    return config_.min_shots + static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(config_.shots - config_.min_shots + 1)));
+  }
+
+  void begin(Index i, Episode& out) const {
+    out.index = i;
+    out.classes.clear();
+    out.support_rows.clear();
+    out.support_labels.clear();
+    out.query_rows.clear();
+    out.query_labels.clear();
+    const auto ways = static_cast<std::size_t>(config_.ways);
+    out.classes.reserve(ways);
+    out.support_rows.reserve(ways * static_cast<std::size_t>(config_.shots));
+    out.support_labels.reserve(ways * static_cast<std::size_t>(config_.shots));
+    out.query_rows.reserve(ways * static_cast<std::size_t>(config_.queries));
+    out.query_labels.reserve(ways * static_cast<std::size_t>(config_.queries));
+  }
+
+  template <class Scalar>
+  void check_features(const ConstRowMatrixRef<Scalar>& features, const char* where) const {
+    KSHOT_CHECK(max_row_ < features.rows(), where,
+                detail::cat("features has ", features.rows(), " rows but the class index refers to row ", max_row_));
+  }
+
+  EpisodeConfig config_;
+  std::uint64_t seed_;
+  std::vector<Label> classes_;
+  std::vector<Label> skipped_;
+  std::vector<char> with_replacement_;
+  std::vector<Index> offsets_;
+  std::vector<Index> rows_;
+  Index max_row_ = -1;
+};
+
+}  // namespace kshot
+
+#endif  // KSHOT_SAMPLING_EPISODE_SAMPLER_HPP
