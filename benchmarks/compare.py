@@ -39,12 +39,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # In-run yardsticks: Google Benchmark rows whose label starts with the key are reported as this peer name.
 YARDSTICKS = {
     "eigen_gemm_": "eigen_gemm_same_shape",
+    "sampling_memcpy_rows_": "memcpy_same_rows",
 }
 
 # Which yardstick a kshot case is compared with: case prefix -> function(case) -> the yardstick's label.
 # pairwise_<metric>_<dtype>_<n>x<m>x<d> -> eigen_gemm_<dtype>_<n>x<m>x<d>
 YARDSTICK_OF = {
     "pairwise_": lambda case: "eigen_gemm_" + case.split("_", 2)[2],
+    # sampling_gather_<N>w<K>s<Q>q_c<C>_d<D> -> sampling_memcpy_rows_<N>w<K>s<Q>q_c<C>_d<D>
+    "sampling_gather_": lambda case: "sampling_memcpy_rows_" + case[len("sampling_gather_"):],
+}
+
+# Absolute floors on kshot's own rate: case prefix -> (peer name, threads, minimum calls per second). A kshot case
+# that matches (at that thread count) gets an extra row against this pseudo-peer, whose peer_seconds is the time
+# per call at exactly the floor rate, so its speedup is kshot's rate / the floor; give the peer a TARGETS entry
+# of 1.0. (One call of sampling_index_* is one episode, so calls/s are episodes/s.)
+FLOORS = {
+    "sampling_index_": ("floor_1M_episodes_per_s", 1, 1e6),
 }
 
 # Targets: case prefix -> {peer: (minimum speedup, wording)}. The longest matching prefix applies; a row whose
@@ -53,6 +64,12 @@ TARGETS = {
     "pairwise_sqeuclidean_": {
         "eigen_gemm_same_shape": (0.85, "squared Euclidean >= 85% of same-shape GEMM"),
         "torch.cdist": (1.5, ">= 1.5x torch.cdist at the same thread count"),
+    },
+    "sampling_index_": {
+        "floor_1M_episodes_per_s": (1.0, "index sampling >= 1,000,000 episodes/s on one thread"),
+    },
+    "sampling_gather_": {
+        "memcpy_same_rows": (0.5, "sampling + gathering d = 640 floats >= 50% of memcpy bandwidth for the same rows"),
     },
 }
 
@@ -64,6 +81,17 @@ PEER_NOTES = {
     ("pairwise_", "eigen_gemm_same_shape"):
         "eigen_gemm_same_shape is `out.noalias() = a * b.transpose()` (row-major, same OpenMP threads) in the "
         "same binary and run: its speedup column is the fraction of bare-GEMM throughput kshot reaches.",
+    ("sampling_", "floor_1M_episodes_per_s"):
+        "floor_1M_episodes_per_s is not a measurement: its time is 1 µs per episode (the 1,000,000 episodes/s "
+        "target), so the speedup column is kshot's episodes/s divided by one million.",
+    ("sampling_gather_", "memcpy_same_rows"):
+        "memcpy_same_rows copies, with one memcpy per 640-float row, the support and query rows of 4,096 "
+        "precomputed episodes of the same sampler (cycled) into one buffer, in the same binary and run: the "
+        "speedup column is kshot's sample-and-gather bandwidth as a fraction of bare memcpy's for the same bytes.",
+    ("sampling_", "numpy.random.Generator.choice"):
+        "numpy.random.Generator.choice is the obvious NumPy sampler (choice of the classes, then choice of "
+        "shots + queries rows per class, then features[rows] for the gather cases) on the same data; it is "
+        "single-threaded, so it has 1-thread rows only.",
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,6 +203,10 @@ def build_rows(kshot, peers):
             if extra.get("peer_gflops") is None and "flops" in p and p.get("peer_seconds"):
                 extra["peer_gflops"] = p["flops"] / p["peer_seconds"] * 1e-9
             candidates.append(extra)
+        prefix = longest_prefix(FLOORS, case)
+        if prefix and FLOORS[prefix][1] == threads:
+            name, _, rate = FLOORS[prefix]
+            candidates.append({"peer": name, "peer_seconds": 1.0 / rate})
         if not candidates:
             candidates.append({"peer": None, "peer_seconds": None})
         for c in candidates:
@@ -316,7 +348,7 @@ def write_markdown(path, rows, errors, warnings, contexts, peers, cache):
     peer_desc = {}
     for p in peers:
         if p.get("peer") and p["peer"] not in peer_desc:
-            bits = [f"{k}={p[k]}" for k in ("torch_version", "compute_mode", "path", "blas_threads") if k in p]
+            bits = [f"{k}={p[k]}" for k in ("torch_version", "numpy_version", "compute_mode", "path", "blas_threads") if k in p]
             peer_desc[p["peer"]] = ", ".join(bits)
     for name, desc in peer_desc.items():
         lines.append(f"- Peer {name}: {desc}")
