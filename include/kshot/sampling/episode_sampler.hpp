@@ -145,34 +145,52 @@ class EpisodeSampler {
    */
   void sample(Index i, Episode& out) const {
     RandomStream rng(seed_, static_cast<std::uint64_t>(i));
-    begin(i, out);
-    const Index ways = config_.ways;
-    auto& slots = out.scratch;
-    slots.resize(static_cast<std::size_t>(ways));
-    out.shuffle.draw(rng, static_cast<Index>(classes_.size()), ways,
-                     [&](Index k, Index slot) { slots[static_cast<std::size_t>(k)] = slot; });
+    const Index ways = config_.ways, queries = config_.queries;
+    out.index = i;
+    // Sized once to the largest episode; written through pointers (no per-element bookkeeping).
+    resize(out.classes, ways);
+    resize(out.scratch, ways);
+    resize(out.support_rows, ways * config_.shots);
+    resize(out.support_labels, ways * config_.shots);
+    resize(out.query_rows, ways * queries);
+    resize(out.query_labels, ways * queries);
+    Index* slots = out.scratch.data();
+    out.shuffle.draw(rng, static_cast<Index>(classes_.size()), ways, [&](Index k, Index slot) { slots[k] = slot; });
+    Index* support_rows = out.support_rows.data();
+    Label* support_labels = out.support_labels.data();
+    Index* query_rows = out.query_rows.data();
+    Label* query_labels = out.query_labels.data();
+    Index n_support = 0;
     for (Index l = 0; l < ways; ++l) {
-      const Index slot = slots[static_cast<std::size_t>(l)];
-      out.classes.push_back(classes_[static_cast<std::size_t>(slot)]);
+      const Index slot = slots[l];
+      out.classes[static_cast<std::size_t>(l)] = classes_[static_cast<std::size_t>(slot)];
       const Index shots = draw_shots(rng);
       const Index count = class_size(slot);
       const Index* rows = rows_.data() + offsets_[static_cast<std::size_t>(slot)];
       const auto label = static_cast<Label>(l);
+      Index* q_rows = query_rows + l * queries;
+      Label* q_labels = query_labels + l * queries;
+      Index* s_rows = support_rows + n_support;
+      Label* s_labels = support_labels + n_support;
       auto emit = [&](Index k, Index position) {
         if (k < shots) {
-          out.support_rows.push_back(rows[position]);
-          out.support_labels.push_back(label);
+          s_rows[k] = rows[position];
+          s_labels[k] = label;
         } else {
-          out.query_rows.push_back(rows[position]);
-          out.query_labels.push_back(label);
+          q_rows[k - shots] = rows[position];
+          q_labels[k - shots] = label;
         }
       };
       if (with_replacement_[static_cast<std::size_t>(slot)]) {
-        for (Index k = 0; k < shots + config_.queries; ++k) emit(k, static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(count))));
+        for (Index k = 0; k < shots + queries; ++k) emit(k, static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(count))));
       } else {
-        out.shuffle.draw(rng, count, shots + config_.queries, emit);
+        out.shuffle.draw(rng, count, shots + queries, emit);
       }
+      n_support += shots;
     }
+    // Variable shots: drop the unused tail (capacity is kept).
+    out.support_rows.resize(static_cast<std::size_t>(n_support));
+    out.support_labels.resize(static_cast<std::size_t>(n_support));
   }
 
   /// Episode `i` as a new Episode.
@@ -314,6 +332,11 @@ class EpisodeSampler {
   Index draw_shots(RandomStream& rng) const {
     if (config_.min_shots < 1) return config_.shots;
     return config_.min_shots + static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(config_.shots - config_.min_shots + 1)));
+  }
+
+  template <class T>
+  static void resize(std::vector<T>& v, Index n) {
+    if (v.size() != static_cast<std::size_t>(n)) v.resize(static_cast<std::size_t>(n));
   }
 
   void begin(Index i, Episode& out) const {

@@ -23,7 +23,7 @@ namespace detail {
  *
  * Step i swaps virtual positions i and j = i + U[0, n - i) and emits the value at j. Only displaced
  * positions are stored, in an open-addressing table stamped with a generation counter, so starting a new
- * draw costs nothing and the table never needs clearing. The result is exactly a partial Fisher-Yates
+ * draw costs nothing and the table never needs clearing (n <= 256 uses a plain array instead). The result is exactly a partial Fisher-Yates
  * shuffle: every ordered k-subset is equally likely.
  * @note Grows to the largest k seen, then allocates nothing.
  */
@@ -32,6 +32,20 @@ class SparseShuffle {
   /// Writes k distinct values of [0, n) to out[0..k), in uniformly random order. Requires 0 <= k <= n.
   template <class Out>
   void draw(RandomStream& rng, Index n, Index k, Out&& out) {
+    if (n <= dense_limit) {
+      // Small n: a plain partial Fisher-Yates over 0..n-1 (a vectorised fill, then branch-free swaps)
+      // costs less than hashing; the distribution is the same.
+      if (dense_.size() < static_cast<std::size_t>(n)) dense_.resize(static_cast<std::size_t>(n));
+      Index* a = dense_.data();
+      for (Index i = 0; i < n; ++i) a[i] = i;
+      for (Index i = 0; i < k; ++i) {
+        const Index j = i + static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(n - i)));
+        const Index value_j = a[j];
+        a[j] = a[i];
+        out(i, value_j);
+      }
+      return;
+    }
     reset(k);
     for (Index i = 0; i < k; ++i) {
       const Index j = i + static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(n - i)));
@@ -84,6 +98,8 @@ class SparseShuffle {
     }
   }
 
+  static constexpr Index dense_limit = 256;  // measured: the fill beats hashing up to a few hundred
+  std::vector<Index> dense_;
   std::vector<Index> keys_, values_;
   std::vector<std::uint32_t> stamps_;
   std::size_t mask_ = 0;
