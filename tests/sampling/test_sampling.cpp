@@ -322,3 +322,51 @@ TEST_CASE("sampling.batch: m-per-class batches are seeded and well formed") {
     CHECK(a.rows.size() == 24);
   }
 }
+
+TEST_CASE("sampling.shuffle: every layout draws distinct values uniformly and in uniform order") {
+  // n covers the filled array (100), the undo array (1000) and the hash table (20000). Values are binned
+  // into 10 equal ranges, separately for the first and the last of k = 8 draws.
+  for (Index n : {100, 1000, 20000}) {
+    CAPTURE(n);
+    detail::SparseShuffle shuffle;
+    RandomStream rng(77, static_cast<std::uint64_t>(n));
+    std::vector<double> first(10, 0), last(10, 0);
+    bool distinct = true, in_range = true;
+    std::vector<Index> drawn(8);
+    for (int t = 0; t < 20000; ++t) {
+      shuffle.draw(rng, n, 8, [&](Index k, Index v) { drawn[static_cast<std::size_t>(k)] = v; });
+      std::set<Index> s(drawn.begin(), drawn.end());
+      distinct = distinct && s.size() == 8;
+      in_range = in_range && *s.begin() >= 0 && *s.rbegin() < n;
+      first[static_cast<std::size_t>(drawn[0] * 10 / n)] += 1;
+      last[static_cast<std::size_t>(drawn[7] * 10 / n)] += 1;
+    }
+    CHECK(distinct);
+    CHECK(in_range);
+    for (const auto* counts : {&first, &last}) {
+      double chi2 = 0;
+      for (double c : *counts) chi2 += (c - 2000) * (c - 2000) / 2000;
+      CHECK(chi2 < 27.88);  // P(chi2_9 > 27.88) = 0.001
+    }
+  }
+  // A full draw (k = n) is a permutation.
+  detail::SparseShuffle shuffle;
+  RandomStream rng(1);
+  for (Index n : {50, 3000, 17000}) {
+    std::vector<Index> all(static_cast<std::size_t>(n));
+    shuffle.draw(rng, n, n, [&](Index k, Index v) { all[static_cast<std::size_t>(k)] = v; });
+    std::sort(all.begin(), all.end());
+    bool identity = true;
+    for (Index i = 0; i < n; ++i) identity = identity && all[static_cast<std::size_t>(i)] == i;
+    CHECK(identity);
+  }
+}
+
+TEST_CASE("sampling.shuffle: bounded32 is unbiased by a chi-square test") {
+  RandomStream rng(5);
+  std::vector<double> counts(13, 0);
+  for (int i = 0; i < 130000; ++i) counts[rng.bounded32(13)] += 1;
+  double chi2 = 0;
+  for (double c : counts) chi2 += (c - 10000) * (c - 10000) / 10000;
+  CHECK(chi2 < 32.91);  // P(chi2_12 > 32.91) = 0.001
+}

@@ -103,6 +103,33 @@ class RandomStream {
     return static_cast<std::uint64_t>(m >> 64);
   }
 
+  /// The next 32 random bits: the two halves of one 64-bit output, low half first.
+  std::uint32_t next32() noexcept {
+    if (has_half_) {
+      has_half_ = false;
+      return half_;
+    }
+    const std::uint64_t x = next();
+    half_ = static_cast<std::uint32_t>(x >> 32);
+    has_half_ = true;
+    return static_cast<std::uint32_t>(x);
+  }
+
+  /// Uniform integer in [0, n) for 1 <= n < 2^32 from 32 random bits (Lemire's method; half the
+  /// generator calls of bounded(), for the small ranges of samplers). Unchecked.
+  std::uint32_t bounded32(std::uint32_t n) noexcept {
+    std::uint64_t m = static_cast<std::uint64_t>(next32()) * n;
+    auto low = static_cast<std::uint32_t>(m);
+    if (low < n) {
+      const std::uint32_t threshold = (0u - n) % n;
+      while (low < threshold) {
+        m = static_cast<std::uint64_t>(next32()) * n;
+        low = static_cast<std::uint32_t>(m);
+      }
+    }
+    return static_cast<std::uint32_t>(m >> 32);
+  }
+
   /// Uniform real in [0, 1), with the full precision of Scalar's mantissa.
   template <class Scalar = double>
   Scalar uniform() noexcept {
@@ -164,6 +191,8 @@ class RandomStream {
 
  private:
   std::uint64_t state_[4];
+  std::uint32_t half_ = 0;
+  bool has_half_ = false;
 };
 
 }  // namespace kshot

@@ -172,15 +172,10 @@ class EpisodeSampler {
       Label* q_labels = query_labels + l * queries;
       Index* s_rows = support_rows + n_support;
       Label* s_labels = support_labels + n_support;
-      auto emit = [&](Index k, Index position) {
-        if (k < shots) {
-          s_rows[k] = rows[position];
-          s_labels[k] = label;
-        } else {
-          q_rows[k - shots] = rows[position];
-          q_labels[k - shots] = label;
-        }
-      };
+      // The first `shots` draws are the support, the rest the queries; labels are filled in bulk.
+      std::fill_n(s_labels, shots, label);
+      std::fill_n(q_labels, queries, label);
+      auto emit = [&](Index k, Index position) { (k < shots ? s_rows[k] : q_rows[k - shots]) = rows[position]; };
       if (with_replacement_[static_cast<std::size_t>(slot)]) {
         for (Index k = 0; k < shots + queries; ++k) emit(k, static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(count))));
       } else {

@@ -13,42 +13,69 @@
 #include "kshot/core/types.hpp"
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace kshot {
 namespace detail {
 
 /**
- * @brief Scratch for partial Fisher-Yates draws without touching an n-sized array.
+ * @brief Scratch for partial Fisher-Yates draws of k distinct values of [0, n) in O(k) time.
  *
- * Step i swaps virtual positions i and j = i + U[0, n - i) and emits the value at j. Only displaced
- * positions are stored, in an open-addressing table stamped with a generation counter, so starting a new
- * draw costs nothing and the table never needs clearing (n <= 256 uses a plain array instead). The result is exactly a partial Fisher-Yates
- * shuffle: every ordered k-subset is equally likely.
- * @note Grows to the largest k seen, then allocates nothing.
+ * Step i swaps positions i and j = i + U[0, n - i) and emits the value at j, so the result is exactly a
+ * partial Fisher-Yates shuffle: every ordered k-subset is equally likely. Three layouts, by n:
+ *  - n <= 256: a plain array filled with 0..n-1 (a vectorised fill is cheaper than bookkeeping);
+ *  - n <= 16384: an array kept equal to the identity between draws, whose k swaps are undone in reverse;
+ *  - larger: only displaced positions are stored, in an open-addressing table stamped with a generation
+ *    counter, so starting a draw costs nothing and the table never needs clearing.
+ * @note Grows to the largest n (up to 16384) and k seen, then allocates nothing.
  */
 class SparseShuffle {
  public:
   /// Writes k distinct values of [0, n) to out[0..k), in uniformly random order. Requires 0 <= k <= n.
   template <class Out>
   void draw(RandomStream& rng, Index n, Index k, Out&& out) {
-    if (n <= dense_limit) {
-      // Small n: a plain partial Fisher-Yates over 0..n-1 (a vectorised fill, then branch-free swaps)
-      // costs less than hashing; the distribution is the same.
-      if (dense_.size() < static_cast<std::size_t>(n)) dense_.resize(static_cast<std::size_t>(n));
-      Index* a = dense_.data();
+    if (n <= fill_limit) {
+      // Tiny n: a partial Fisher-Yates over a freshly filled 0..n-1 (a vectorised fill, then swaps).
+      if (fill_.size() < static_cast<std::size_t>(n)) fill_.resize(static_cast<std::size_t>(n));
+      Index* a = fill_.data();
       for (Index i = 0; i < n; ++i) a[i] = i;
       for (Index i = 0; i < k; ++i) {
-        const Index j = i + static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(n - i)));
+        const Index j = i + static_cast<Index>(rng.bounded32(static_cast<std::uint32_t>(n - i)));
         const Index value_j = a[j];
         a[j] = a[i];
         out(i, value_j);
       }
       return;
     }
+    if (n <= dense_limit) {
+      // Small n: a partial Fisher-Yates on an array kept equal to the identity between draws; the swaps
+      // are undone in reverse order afterwards, so a draw costs O(k), not O(n).
+      if (dense_.size() < static_cast<std::size_t>(n)) {
+        const auto old = static_cast<Index>(dense_.size());
+        dense_.resize(static_cast<std::size_t>(n));
+        for (Index i = old; i < n; ++i) dense_[static_cast<std::size_t>(i)] = i;
+      }
+      if (swaps_.size() < static_cast<std::size_t>(k)) swaps_.resize(static_cast<std::size_t>(k));
+      Index* a = dense_.data();
+      Index* swaps = swaps_.data();
+      for (Index i = 0; i < k; ++i) {
+        const Index j = i + static_cast<Index>(rng.bounded32(static_cast<std::uint32_t>(n - i)));
+        const Index value_j = a[j];
+        a[j] = a[i];
+        a[i] = value_j;
+        swaps[i] = j;
+        out(i, value_j);
+      }
+      for (Index i = k - 1; i >= 0; --i) std::swap(a[i], a[swaps[i]]);
+      return;
+    }
     reset(k);
+    const bool small_range = n <= static_cast<Index>(UINT32_MAX);
     for (Index i = 0; i < k; ++i) {
-      const Index j = i + static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(n - i)));
+      const auto range = n - i;
+      const Index j = i + (small_range ? static_cast<Index>(rng.bounded32(static_cast<std::uint32_t>(range)))
+                                       : static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(range))));
       const Index value_j = get(j);
       if (j != i) put(j, get(i));  // position i is never read again: later steps only touch positions > i
       out(i, value_j);
@@ -98,8 +125,11 @@ class SparseShuffle {
     }
   }
 
-  static constexpr Index dense_limit = 256;  // measured: the fill beats hashing up to a few hundred
-  std::vector<Index> dense_;
+  // Measured on 5-way and 20-way episodes: the fill wins for a few hundred rows, the undo array up to a
+  // few thousand, the hash table beyond.
+  static constexpr Index fill_limit = 256;
+  static constexpr Index dense_limit = 16384;
+  std::vector<Index> fill_, dense_, swaps_;
   std::vector<Index> keys_, values_;
   std::vector<std::uint32_t> stamps_;
   std::size_t mask_ = 0;
