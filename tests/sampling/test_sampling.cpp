@@ -370,3 +370,18 @@ TEST_CASE("sampling.shuffle: bounded32 is unbiased by a chi-square test") {
   for (double c : counts) chi2 += (c - 10000) * (c - 10000) / 10000;
   CHECK(chi2 < 32.91);  // P(chi2_12 > 32.91) = 0.001
 }
+
+TEST_CASE("sampling.batch: listed classes are checked like the episode sampler's") {
+  const LabelVector labels = make_labels({12, 12, 12});
+  const ClassIndex index(labels);
+  KSHOT_CHECK_THROWS_WITH_ALL(MPerClassSampler(index, 2, 4, 1, SmallClassPolicy::throw_error, {0, 0}),
+                              std::invalid_argument, "kshot::MPerClassSampler::MPerClassSampler()", "lists class 0 twice");
+  KSHOT_CHECK_THROWS_WITH_ALL(MPerClassSampler(index, 2, 4, 1, SmallClassPolicy::throw_error, {5}), std::invalid_argument,
+                              "classes lists class 5, outside [0, 3)");
+  const MPerClassSampler two(index, 2, 4, 1, SmallClassPolicy::throw_error, {0, 2});
+  Batch b;
+  for (Index i = 0; i < 10; ++i) {
+    two.sample(i, b);
+    for (Label l : b.labels) CHECK((l == 0 || l == 2));
+  }
+}

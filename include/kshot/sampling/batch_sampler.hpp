@@ -11,6 +11,7 @@
 #include "kshot/core/random.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/data/class_index.hpp"
+#include "kshot/sampling/detail/eligible_classes.hpp"
 #include "kshot/sampling/detail/sparse_shuffle.hpp"
 #include "kshot/sampling/episode.hpp"
 
@@ -52,37 +53,19 @@ class MPerClassSampler {
     KSHOT_CHECK(m >= 1, where, detail::cat("m must be at least 1, got ", m));
     KSHOT_CHECK(batch_size >= m && batch_size % m == 0, where,
                 detail::cat("batch_size must be a positive multiple of m = ", m, ", got ", batch_size));
-    KSHOT_CHECK(index.num_rows() > 0, where, "the dataset is empty (0 rows)");
-    if (classes.empty()) classes = index.classes_with_at_least(1);
-    for (Label c : classes) {
-      KSHOT_CHECK(c >= 0 && c < index.num_classes(), where,
-                  detail::cat("classes lists class ", c, ", outside [0, ", index.num_classes(), ")"));
-      const Index count = index.count(c);
-      KSHOT_CHECK(count > 0, where, detail::cat("class ", c, " has no example"));
-      const bool small = count < m;
-      if (small && small_classes == SmallClassPolicy::throw_error)
-        detail::throw_invalid_argument(where, detail::cat("class ", c, " has ", count, " examples but a batch takes m = ",
-                                                          m, " of each class; choose SmallClassPolicy::skip or ",
-                                                          "SmallClassPolicy::with_replacement to allow it"));
-      if (small && small_classes == SmallClassPolicy::skip) {
-        skipped_.push_back(c);
-        continue;
-      }
-      classes_.push_back(c);
-      with_replacement_.push_back(small ? 1 : 0);
-      offsets_.push_back(static_cast<Index>(rows_.size()));
-      const Index* r = index.rows(c);
-      rows_.insert(rows_.end(), r, r + count);
-    }
-    offsets_.push_back(static_cast<Index>(rows_.size()));
-    KSHOT_CHECK(static_cast<Index>(classes_.size()) >= batch_size / m, where,
-                detail::cat("a batch needs ", batch_size / m, " classes but only ", classes_.size(), " are eligible"));
+    eligible_ = detail::select_classes(index, std::move(classes), m, small_classes, where, [&](Label c, Index count) {
+      return detail::cat("class ", c, " has ", count, " examples but a batch takes m = ", m,
+                         " of each class; choose SmallClassPolicy::skip or SmallClassPolicy::with_replacement to allow it");
+    });
+    KSHOT_CHECK(eligible_.size() >= batch_size / m, where,
+                detail::cat("a batch needs ", batch_size / m, " classes but only ", eligible_.size(), " are eligible (",
+                            eligible_.skipped.size(), " skipped for having fewer than ", m, " examples)"));
   }
 
   Index m() const noexcept { return m_; }
   Index batch_size() const noexcept { return batch_size_; }
-  const std::vector<Label>& classes() const noexcept { return classes_; }
-  const std::vector<Label>& skipped_classes() const noexcept { return skipped_; }
+  const std::vector<Label>& classes() const noexcept { return eligible_.classes; }
+  const std::vector<Label>& skipped_classes() const noexcept { return eligible_.skipped; }
 
   /// Fills `out` with batch `b`.
   void sample(Index b, Batch& out) const {
@@ -94,18 +77,18 @@ class MPerClassSampler {
     out.labels.reserve(static_cast<std::size_t>(batch_size_));
     const Index per_batch = batch_size_ / m_;
     out.scratch.resize(static_cast<std::size_t>(per_batch));
-    out.shuffle.draw(rng, static_cast<Index>(classes_.size()), per_batch,
+    out.shuffle.draw(rng, eligible_.size(), per_batch,
                      [&](Index k, Index slot) { out.scratch[static_cast<std::size_t>(k)] = slot; });
     for (Index k = 0; k < per_batch; ++k) {
-      const auto slot = static_cast<std::size_t>(out.scratch[static_cast<std::size_t>(k)]);
-      const Index* rows = rows_.data() + offsets_[slot];
-      const Index count = offsets_[slot + 1] - offsets_[slot];
-      const Label label = classes_[slot];
+      const Index slot = out.scratch[static_cast<std::size_t>(k)];
+      const Index* rows = eligible_.rows_of(slot);
+      const Index count = eligible_.count(slot);
+      const Label label = eligible_.classes[static_cast<std::size_t>(slot)];
       auto emit = [&](Index, Index position) {
         out.rows.push_back(rows[position]);
         out.labels.push_back(label);
       };
-      if (with_replacement_[slot]) {
+      if (eligible_.with_replacement[static_cast<std::size_t>(slot)]) {
         for (Index j = 0; j < m_; ++j) emit(j, static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(count))));
       } else {
         out.shuffle.draw(rng, count, m_, emit);
@@ -123,9 +106,7 @@ class MPerClassSampler {
  private:
   Index m_, batch_size_;
   std::uint64_t seed_;
-  std::vector<Label> classes_, skipped_;
-  std::vector<char> with_replacement_;
-  std::vector<Index> offsets_, rows_;
+  detail::EligibleClasses eligible_;
 };
 
 }  // namespace kshot

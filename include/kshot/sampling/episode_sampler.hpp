@@ -13,6 +13,7 @@
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/data/class_index.hpp"
+#include "kshot/sampling/detail/eligible_classes.hpp"
 #include "kshot/sampling/episode.hpp"
 
 #include <algorithm>
@@ -92,52 +93,23 @@ class EpisodeSampler {
     KSHOT_CHECK(config.queries >= 1, where, detail::cat("queries must be at least 1, got ", config.queries));
     KSHOT_CHECK(config.min_shots == -1 || (config.min_shots >= 1 && config.min_shots <= config.shots), where,
                 detail::cat("min_shots must be -1 or in [1, shots = ", config.shots, "], got ", config.min_shots));
-    KSHOT_CHECK(index.num_rows() > 0, where, "the dataset is empty (0 rows)");
-    if (classes.empty()) {
-      classes = index.classes_with_at_least(1);
-    } else {
-      std::vector<Label> sorted = classes;
-      std::sort(sorted.begin(), sorted.end());
-      const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
-      KSHOT_CHECK(dup == sorted.end(), where, detail::cat("classes lists class ", dup == sorted.end() ? 0 : *dup, " twice"));
-      for (Label c : classes) {
-        KSHOT_CHECK(c >= 0 && c < index.num_classes(), where,
-                    detail::cat("classes lists class ", c, ", outside [0, ", index.num_classes(), ")"));
-        KSHOT_CHECK(index.count(c) > 0, where, detail::cat("class ", c, " has no example"));
-      }
-    }
     const Index need = config.shots + config.queries;
-    for (Label c : classes) {
-      const Index count = index.count(c);
-      const bool small = count < need;
-      if (small && config.small_classes == SmallClassPolicy::throw_error)
-        detail::throw_invalid_argument(where, detail::cat("class ", c, " has ", count, " examples but an episode needs ",
-                                                          need, " of each class (shots ", config.shots, " + queries ",
-                                                          config.queries, "); choose SmallClassPolicy::skip or ",
-                                                          "SmallClassPolicy::with_replacement to allow it"));
-      if (small && config.small_classes == SmallClassPolicy::skip) {
-        skipped_.push_back(c);
-        continue;
-      }
-      classes_.push_back(c);
-      with_replacement_.push_back(small ? 1 : 0);
-      offsets_.push_back(static_cast<Index>(rows_.size()));
-      const Index* r = index.rows(c);
-      rows_.insert(rows_.end(), r, r + count);
-    }
-    offsets_.push_back(static_cast<Index>(rows_.size()));
-    if (!rows_.empty()) max_row_ = *std::max_element(rows_.begin(), rows_.end());
-    KSHOT_CHECK(static_cast<Index>(classes_.size()) >= config.ways, where,
-                detail::cat("an episode needs ", config.ways, " classes but only ", classes_.size(),
-                            " are eligible (", skipped_.size(), " skipped for having fewer than ", need, " examples)"));
+    eligible_ = detail::select_classes(index, std::move(classes), need, config.small_classes, where, [&](Label c, Index count) {
+      return detail::cat("class ", c, " has ", count, " examples but an episode needs ", need, " of each class (shots ",
+                         config.shots, " + queries ", config.queries, "); choose SmallClassPolicy::skip or ",
+                         "SmallClassPolicy::with_replacement to allow it");
+    });
+    KSHOT_CHECK(eligible_.size() >= config.ways, where,
+                detail::cat("an episode needs ", config.ways, " classes but only ", eligible_.size(),
+                            " are eligible (", eligible_.skipped.size(), " skipped for having fewer than ", need, " examples)"));
   }
 
   const EpisodeConfig& config() const noexcept { return config_; }
   std::uint64_t seed() const noexcept { return seed_; }
   /// The classes episodes are drawn from, in the order of their slots.
-  const std::vector<Label>& classes() const noexcept { return classes_; }
+  const std::vector<Label>& classes() const noexcept { return eligible_.classes; }
   /// Classes left out by SmallClassPolicy::skip.
-  const std::vector<Label>& skipped_classes() const noexcept { return skipped_; }
+  const std::vector<Label>& skipped_classes() const noexcept { return eligible_.skipped; }
 
   /**
    * @brief Fills `out` with episode `i` (rows and labels).
@@ -155,7 +127,7 @@ class EpisodeSampler {
     resize(out.query_rows, ways * queries);
     resize(out.query_labels, ways * queries);
     Index* slots = out.scratch.data();
-    out.shuffle.draw(rng, static_cast<Index>(classes_.size()), ways, [&](Index k, Index slot) { slots[k] = slot; });
+    out.shuffle.draw(rng, eligible_.size(), ways, [&](Index k, Index slot) { slots[k] = slot; });
     Index* support_rows = out.support_rows.data();
     Label* support_labels = out.support_labels.data();
     Index* query_rows = out.query_rows.data();
@@ -163,10 +135,10 @@ class EpisodeSampler {
     Index n_support = 0;
     for (Index l = 0; l < ways; ++l) {
       const Index slot = slots[l];
-      out.classes[static_cast<std::size_t>(l)] = classes_[static_cast<std::size_t>(slot)];
+      out.classes[static_cast<std::size_t>(l)] = eligible_.classes[static_cast<std::size_t>(slot)];
       const Index shots = draw_shots(rng);
-      const Index count = class_size(slot);
-      const Index* rows = rows_.data() + offsets_[static_cast<std::size_t>(slot)];
+      const Index count = eligible_.count(slot);
+      const Index* rows = eligible_.rows_of(slot);
       const auto label = static_cast<Label>(l);
       Index* q_rows = query_rows + l * queries;
       Label* q_labels = query_labels + l * queries;
@@ -176,7 +148,7 @@ class EpisodeSampler {
       std::fill_n(s_labels, shots, label);
       std::fill_n(q_labels, queries, label);
       auto emit = [&](Index k, Index position) { (k < shots ? s_rows[k] : q_rows[k - shots]) = rows[position]; };
-      if (with_replacement_[static_cast<std::size_t>(slot)]) {
+      if (eligible_.with_replacement[static_cast<std::size_t>(slot)]) {
         for (Index k = 0; k < shots + queries; ++k) emit(k, static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(count))));
       } else {
         out.shuffle.draw(rng, count, shots + queries, emit);
@@ -233,18 +205,18 @@ class EpisodeSampler {
   EpochPlan plan_epoch(std::uint64_t epoch) const {
     EpochPlan plan;
     plan.epoch_ = epoch;
-    const Index num_classes = static_cast<Index>(classes_.size());
+    const Index num_classes = eligible_.size();
     const Index q = config_.queries;
-    plan.perm_offsets_ = offsets_;
-    plan.perm_ = rows_;
+    plan.perm_offsets_ = eligible_.offsets;
+    plan.perm_ = eligible_.rows;
     std::vector<Index> chunks_left(static_cast<std::size_t>(num_classes)), next_query(static_cast<std::size_t>(num_classes), 0);
     std::vector<std::uint64_t> tie(static_cast<std::size_t>(num_classes));
     RandomStream plan_rng(seed_ ^ 0xA5A5A5A5A5A5A5A5ull, epoch);
     for (Index s = 0; s < num_classes; ++s) {
-      const auto begin = plan.perm_.begin() + offsets_[static_cast<std::size_t>(s)];
-      const auto end = plan.perm_.begin() + offsets_[static_cast<std::size_t>(s) + 1];
+      const auto begin = plan.perm_.begin() + eligible_.offsets[static_cast<std::size_t>(s)];
+      const auto end = plan.perm_.begin() + eligible_.offsets[static_cast<std::size_t>(s) + 1];
       plan_rng.shuffle(begin, end);
-      chunks_left[static_cast<std::size_t>(s)] = (class_size(s) + q - 1) / q;
+      chunks_left[static_cast<std::size_t>(s)] = (eligible_.count(s) + q - 1) / q;
       tie[static_cast<std::size_t>(s)] = plan_rng();
     }
     std::vector<Index> order(static_cast<std::size_t>(num_classes));
@@ -262,7 +234,7 @@ class EpisodeSampler {
         auto& left = chunks_left[static_cast<std::size_t>(s)];
         if (left > 0) {
           const Index begin = next_query[static_cast<std::size_t>(s)];
-          const Index len = std::min(q, class_size(s) - begin);
+          const Index len = std::min(q, eligible_.count(s) - begin);
           plan.ways_.push_back({s, begin, len});
           next_query[static_cast<std::size_t>(s)] += len;
           --left;
@@ -292,9 +264,9 @@ class EpisodeSampler {
     for (Index w = plan.episode_offsets_[static_cast<std::size_t>(i)]; w < plan.episode_offsets_[static_cast<std::size_t>(i) + 1]; ++w) {
       const auto& way = plan.ways_[static_cast<std::size_t>(w)];
       const auto label = static_cast<Label>(out.classes.size());
-      out.classes.push_back(classes_[static_cast<std::size_t>(way.class_slot)]);
+      out.classes.push_back(eligible_.classes[static_cast<std::size_t>(way.class_slot)]);
       const Index* perm = plan.perm_.data() + plan.perm_offsets_[static_cast<std::size_t>(way.class_slot)];
-      const Index count = class_size(way.class_slot);
+      const Index count = eligible_.count(way.class_slot);
       for (Index k = 0; k < way.query_count; ++k) {
         out.query_rows.push_back(perm[way.query_begin + k]);
         out.query_labels.push_back(label);
@@ -320,10 +292,6 @@ class EpisodeSampler {
   }
 
  private:
-  Index class_size(Index slot) const noexcept {
-    return offsets_[static_cast<std::size_t>(slot) + 1] - offsets_[static_cast<std::size_t>(slot)];
-  }
-
   Index draw_shots(RandomStream& rng) const {
     if (config_.min_shots < 1) return config_.shots;
     return config_.min_shots + static_cast<Index>(rng.bounded(static_cast<std::uint64_t>(config_.shots - config_.min_shots + 1)));
@@ -351,18 +319,13 @@ class EpisodeSampler {
 
   template <class Scalar>
   void check_features(const ConstRowMatrixRef<Scalar>& features, const char* where) const {
-    KSHOT_CHECK(max_row_ < features.rows(), where,
-                detail::cat("features has ", features.rows(), " rows but the class index refers to row ", max_row_));
+    KSHOT_CHECK(eligible_.max_row < features.rows(), where,
+                detail::cat("features has ", features.rows(), " rows but the class index refers to row ", eligible_.max_row));
   }
 
   EpisodeConfig config_;
   std::uint64_t seed_;
-  std::vector<Label> classes_;
-  std::vector<Label> skipped_;
-  std::vector<char> with_replacement_;
-  std::vector<Index> offsets_;
-  std::vector<Index> rows_;
-  Index max_row_ = -1;
+  detail::EligibleClasses eligible_;
 };
 
 }  // namespace kshot
