@@ -27,6 +27,8 @@
 #include <kshot/sampling/episode.hpp>
 #include <kshot/sampling/episode_sampler.hpp>
 
+#include "common.hpp"
+
 #include <benchmark/benchmark.h>
 #include <Eigen/Core>
 
@@ -41,15 +43,6 @@
 #include <string>
 #include <vector>
 
-#ifndef KSHOT_BENCH_BUILD_FLAGS
-#define KSHOT_BENCH_BUILD_FLAGS "unknown"
-#endif
-#ifndef KSHOT_BENCH_COMPILER
-#define KSHOT_BENCH_COMPILER "unknown"
-#endif
-#ifndef KSHOT_BENCH_BUILD_TYPE
-#define KSHOT_BENCH_BUILD_TYPE "unknown"
-#endif
 
 namespace {
 
@@ -344,53 +337,12 @@ void register_all() {
   for (int t : batch_thread_counts) register_case("sampling_batch64_" + tag, t, bm_batch, c, t);
 }
 
-std::string env_or(const char* name, const char* fallback) {
-  const char* value = std::getenv(name);
-  return value ? value : fallback;
-}
-
-void add_context() {
-  benchmark::AddCustomContext("kshot_version", KSHOT_VERSION_STRING);
-  benchmark::AddCustomContext("compiler", std::string(KSHOT_BENCH_COMPILER) + " (" + __VERSION__ + ")");
-  benchmark::AddCustomContext("build_type", KSHOT_BENCH_BUILD_TYPE);
-  benchmark::AddCustomContext("build_flags", KSHOT_BENCH_BUILD_FLAGS);
-  benchmark::AddCustomContext("eigen_version", std::to_string(EIGEN_WORLD_VERSION) + "." +
-                                                   std::to_string(EIGEN_MAJOR_VERSION) + "." +
-                                                   std::to_string(EIGEN_MINOR_VERSION));
-  benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
-#if KSHOT_HAS_OPENMP
-  benchmark::AddCustomContext("openmp", std::to_string(_OPENMP));
-  benchmark::AddCustomContext("omp_num_procs", std::to_string(omp_get_num_procs()));
-#else
-  benchmark::AddCustomContext("openmp", "off");
-#endif
-  benchmark::AddCustomContext("OMP_NUM_THREADS", env_or("OMP_NUM_THREADS", "unset"));
-  benchmark::AddCustomContext("OMP_WAIT_POLICY", env_or("OMP_WAIT_POLICY", "unset"));
-  benchmark::AddCustomContext("OMP_PROC_BIND", env_or("OMP_PROC_BIND", "unset"));
-  std::string threads;
-  for (int t : batch_thread_counts) threads += (threads.empty() ? "" : ",") + std::to_string(t);
-  benchmark::AddCustomContext("thread_counts", threads);
-  benchmark::AddCustomContext("sampling_dataset", std::to_string(num_examples) + " examples, round-robin labels, d = " +
-                                                      std::to_string(feature_dim) + " float");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults first, then the caller's flags, so that the caller's win.
-  static char min_time[] = "--benchmark_min_time=0.3";
-  static char repetitions[] = "--benchmark_repetitions=5";
-  static char aggregates[] = "--benchmark_display_aggregates_only=true";
-  std::vector<char*> args = {argv[0], min_time, repetitions, aggregates};
-  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-  int count = static_cast<int>(args.size());
-  args.push_back(nullptr);
-
-  register_all();
-  benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-  add_context();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return kshot::bench::run(argc, argv, {std::begin(batch_thread_counts), std::end(batch_thread_counts)}, register_all, [] {
+    benchmark::AddCustomContext("sampling_dataset", std::to_string(num_examples) +
+                                                        " examples, round-robin labels, d = " +
+                                                        std::to_string(feature_dim) + " float");
+  });
 }

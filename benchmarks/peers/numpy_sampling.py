@@ -18,49 +18,23 @@ episodes per call; NumPy's sampler is single-threaded, so only the 1-thread row 
 time per call (one episode, or 64 for the batch case). FILTER, when given, is searched (as a regular expression,
 so a plain word is a substring) in "<case>/omp:<threads>", like --benchmark_filter on the kshot side.
 
-Timing follows Google Benchmark: one warm-up call, a call count grown until one batch lasts at least MIN_TIME
+Timing follows Google Benchmark: one warm-up call, a call count grown until one batch lasts at least MIN_TIME (see _harness.py)
 seconds, then 5 repetitions of that batch; the reported time is the median of the 5 means per call.
 """
 import json
 import platform
-import re
-import statistics
 import sys
-import time
 
 import numpy as np
+
+from _harness import REPETITIONS, parse_args, time_per_call
 
 NUM_EXAMPLES = 60000
 FEATURE_DIM = 640
 BATCH = 64
 CASES = [(5, 5, 15, 10), (5, 5, 15, 1000), (20, 1, 15, 1000)]  # (ways, shots, queries, classes)
-MIN_TIME = 0.5
-REPETITIONS = 5
 SEED = 20240611
 PEER = "numpy.random.Generator.choice"
-
-
-def time_per_call(fn):
-    """Median over REPETITIONS of the mean seconds per call (calls grown as in Google Benchmark)."""
-    fn()  # warm-up
-
-    def batch(calls):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        return time.perf_counter() - t0
-
-    calls = 1
-    while True:
-        wall = batch(calls)
-        if wall >= MIN_TIME:
-            break
-        growth = 1.4 * MIN_TIME / max(wall, 1e-9) if wall > 0.1 * MIN_TIME else 10.0
-        calls = max(calls + 1, int(calls * min(growth, 10.0)))
-    means = [wall / calls]  # the batch that met MIN_TIME is the first repetition
-    for _ in range(REPETITIONS - 1):
-        means.append(batch(calls) / calls)
-    return statistics.median(means), calls
 
 
 def make_sampler(rng, class_rows, ways, shots, queries):
@@ -93,18 +67,7 @@ def validate(sample, features, ways, shots, queries, n_classes):
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit("usage: numpy_sampling.py OUT.json [FILTER]")
-    out_path = sys.argv[1]
-    flt = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
-
-    def selected(name):
-        if flt is None:
-            return True
-        try:
-            return re.search(flt, name) is not None
-        except re.error:
-            return flt in name
+    out_path, selected = parse_args("numpy_sampling.py")
 
     features = None
     rows = []
@@ -143,7 +106,7 @@ def main():
         validate(sample, features if (want_gather or want_batch) else None, ways, shots, queries, n_classes)
 
         if want_index:
-            seconds, calls = time_per_call(sample)
+            seconds, _, calls = time_per_call(sample)
             record(index_case, seconds, calls, 1, "rows only")
 
         def gathered():
@@ -151,10 +114,10 @@ def main():
             return features[support], features[query]
 
         if want_gather:
-            seconds, calls = time_per_call(gathered)
+            seconds, _, calls = time_per_call(gathered)
             record(gather_case, seconds, calls, 1, "rows, then features[support], features[query]")
         if want_batch:
-            seconds, calls = time_per_call(lambda: [gathered() for _ in range(BATCH)])
+            seconds, _, calls = time_per_call(lambda: [gathered() for _ in range(BATCH)])
             record(batch_case, seconds, calls, BATCH, f"{BATCH} gathered episodes in a Python loop (single-threaded)")
     with open(out_path, "w") as f:
         json.dump(rows, f, indent=1)

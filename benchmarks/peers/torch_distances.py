@@ -9,23 +9,21 @@ peer of two kshot cases: pairwise_euclidean_* (same output) and pairwise_sqeucli
 cdist, so torch does the same work plus a sqrt). FILTER, when given, is searched (as a regular expression,
 so a plain word is a substring) in "<case>/omp:<threads>", like --benchmark_filter on the kshot side.
 
-Timing follows Google Benchmark: one warm-up call, a call count grown until one batch lasts at least MIN_TIME
+Timing follows Google Benchmark: one warm-up call, a call count grown until one batch lasts at least MIN_TIME (see _harness.py)
 seconds, then 5 repetitions of that batch; the reported time is the median of the 5 means per call.
 """
 import ctypes
 import json
 import platform
 import re
-import statistics
 import sys
-import time
 
 import torch
 
+from _harness import REPETITIONS, parse_args, time_per_call
+
 SHAPES = [(4096, 4096, 128), (75, 5, 640), (100000, 100, 128)]  # (n, m, d) as in bench_distances.cpp
 THREAD_COUNTS = [1, 2]
-MIN_TIME = 0.5
-REPETITIONS = 5
 SEED = 20240611
 
 
@@ -56,48 +54,8 @@ def cdist_path(n, m, mode="use_mm_for_euclid_dist_if_necessary"):
     return "direct"
 
 
-def time_per_call(fn):
-    """Median over REPETITIONS of the mean seconds per call, and the process CPU time per wall second.
-
-    The number of calls per repetition grows as in Google Benchmark: start at 1, multiply by up to 10 (by
-    1.4 * MIN_TIME / elapsed once a batch takes over a tenth of MIN_TIME) until one batch lasts MIN_TIME.
-    """
-    fn()  # warm-up
-
-    def batch(calls):
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        for _ in range(calls):
-            fn()
-        return time.perf_counter() - wall0, time.process_time() - cpu0
-
-    calls = 1
-    while True:
-        wall, cpu = batch(calls)
-        if wall >= MIN_TIME:
-            break
-        growth = 1.4 * MIN_TIME / max(wall, 1e-9) if wall > 0.1 * MIN_TIME else 10.0
-        calls = max(calls + 1, int(calls * min(growth, 10.0)))
-    means, cpu_ratio = [wall / calls], [cpu / wall]  # the batch that met MIN_TIME is the first repetition
-    for _ in range(REPETITIONS - 1):
-        wall, cpu = batch(calls)
-        means.append(wall / calls)
-        cpu_ratio.append(cpu / wall)
-    return statistics.median(means), statistics.median(cpu_ratio), calls
-
-
 def main():
-    if len(sys.argv) < 2:
-        sys.exit("usage: torch_distances.py OUT.json [FILTER]")
-    out_path = sys.argv[1]
-    flt = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
-
-    def selected(name):
-        if flt is None:
-            return True
-        try:
-            return re.search(flt, name) is not None
-        except re.error:
-            return flt in name
+    out_path, selected = parse_args("torch_distances.py")
 
     blas = openblas()
     gen = torch.Generator().manual_seed(SEED)
