@@ -10,6 +10,8 @@
 #include "kshot/core.hpp"
 #include "kshot/data.hpp"
 #include "kshot/distances.hpp"
+#include "kshot/eval.hpp"
+#include "kshot/fewshot.hpp"
 #include "kshot/sampling.hpp"
 
 #endif  // KSHOT_KSHOT_HPP

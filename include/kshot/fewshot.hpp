@@ -1,0 +1,17 @@
+/**
+ * @file kshot/fewshot.hpp
+ * @brief Umbrella header of the few-shot module: classifiers and episodic evaluation.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef KSHOT_FEWSHOT_HPP
+#define KSHOT_FEWSHOT_HPP
+
+#include "kshot/core.hpp"
+#include "kshot/distances.hpp"
+#include "kshot/fewshot/common.hpp"
+#include "kshot/fewshot/evaluate.hpp"
+#include "kshot/fewshot/protonet.hpp"
+#include "kshot/fewshot/simpleshot.hpp"
+
+#endif  // KSHOT_FEWSHOT_HPP
