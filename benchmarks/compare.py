@@ -71,6 +71,16 @@ TARGETS = {
     "sampling_gather_": {
         "memcpy_same_rows": (0.5, "sampling + gathering d = 640 floats >= 50% of memcpy bandwidth for the same rows"),
     },
+    # One target per dimension (d = 1600 has none); the peer is easyfsl itself when its source was given
+    # (KSHOT_EASYFSL_SRC), else the same formula in plain PyTorch: the target is the same against either.
+    "fewshot_protonet_loss_grad_5w5s15q_d64": {
+        "easyfsl.PrototypicalNetworks": (10.0, "ProtoNet episode loss + gradients, d = 64: >= 10x easyfsl (1 thread)"),
+        "torch (easyfsl formula)": (10.0, "ProtoNet episode loss + gradients, d = 64: >= 10x easyfsl's formula in PyTorch (1 thread)"),
+    },
+    "fewshot_protonet_loss_grad_5w5s15q_d640": {
+        "easyfsl.PrototypicalNetworks": (10.0, "ProtoNet episode loss + gradients, d = 640: >= 10x easyfsl (1 thread)"),
+        "torch (easyfsl formula)": (10.0, "ProtoNet episode loss + gradients, d = 640: >= 10x easyfsl's formula in PyTorch (1 thread)"),
+    },
 }
 
 # Notes printed under the table for a (case prefix, peer) pair.
@@ -92,6 +102,17 @@ PEER_NOTES = {
         "numpy.random.Generator.choice is the obvious NumPy sampler (choice of the classes, then choice of "
         "shots + queries rows per class, then features[rows] for the gather cases) on the same data; it is "
         "single-threaded, so it has 1-thread rows only.",
+    ("fewshot_protonet_loss_grad_", "easyfsl.PrototypicalNetworks"):
+        "easyfsl.PrototypicalNetworks is easyfsl's own class (imported from the source tree named by "
+        "KSHOT_EASYFSL_SRC) with an nn.Identity backbone: process_support_set, forward, F.cross_entropy and "
+        "backward to the support and query tensors, per episode, in PyTorch on one thread.",
+    ("fewshot_protonet_loss_grad_", "torch (easyfsl formula)"):
+        "torch (easyfsl formula) is easyfsl's PrototypicalNetworks computation written in plain PyTorch "
+        "(prototypes by nonzero/mean per label, -torch.cdist scores, F.cross_entropy, backward), used because "
+        "KSHOT_EASYFSL_SRC did not name an easyfsl source tree; it times the same as easyfsl within noise.",
+    ("fewshot_eval_", None):
+        "fewshot_eval_* has no peer: one call is evaluate_episodes over 10,000 episodes (sample, gather, fit, "
+        "predict, count), so episodes/s = 10,000 / the kshot time; no target.",
 }
 
 # ---------------------------------------------------------------------------------------------------------------

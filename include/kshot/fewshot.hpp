@@ -9,9 +9,14 @@
 
 #include "kshot/core.hpp"
 #include "kshot/distances.hpp"
+#include "kshot/fewshot/bd_cspn.hpp"
 #include "kshot/fewshot/common.hpp"
 #include "kshot/fewshot/evaluate.hpp"
+#include "kshot/fewshot/laplacian_shot.hpp"
 #include "kshot/fewshot/protonet.hpp"
+#include "kshot/fewshot/pt_map.hpp"
 #include "kshot/fewshot/simpleshot.hpp"
+#include "kshot/fewshot/soft_kmeans.hpp"
+#include "kshot/fewshot/tim.hpp"
 
 #endif  // KSHOT_FEWSHOT_HPP

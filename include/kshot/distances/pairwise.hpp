@@ -482,9 +482,9 @@ class PairwiseDistance {
       }
     } else {
       (void)stats;
-      if (KSHOT_UNLIKELY(!x.middleRows(r0, nr).allFinite()))
+      if (KSHOT_UNLIKELY(!detail::all_finite(x.middleRows(r0, nr))))
         for (Index i = r0; i < r0 + nr; ++i)
-          if (!x.row(i).allFinite()) detail::check_row_finite(x, i, where, name);
+          if (!detail::all_finite(x.row(i))) detail::check_row_finite(x, i, where, name);
     }
   }
 

@@ -86,7 +86,7 @@ EpisodicEvaluation evaluate_episodes(const Classifier& classifier, const Episode
     }
     result.episode_accuracy[static_cast<std::size_t>(e)] =
         predicted.size() > 0 ? double(correct) / double(predicted.size()) : 0.0;
-  });
+  }, /*dynamic=*/true);  // one episode at a time: a thread slowed by other load does not hold up the rest
 
   result.accuracy = mean_ci95(result.episode_accuracy);
   result.classes = classes;
