@@ -64,6 +64,11 @@ int main(int argc, char** argv) try {
     report("ProtoNet (Euclidean)", kshot::ProtoNet<float>(), sampler, test.features);
     report("ProtoNet (cosine)", kshot::ProtoNet<float>(kshot::ProtoDistance::cosine, 10.0f), sampler, test.features);
     report("SimpleShot", kshot::SimpleShot<float>(), sampler, test.features);
+    // Transductive: these also use the unlabelled queries of the episode.
+    report("soft k-means (transductive)", kshot::SoftKMeans<float>(), sampler, test.features);
+    report("BD-CSPN (transductive)", kshot::BDCSPN<float>(), sampler, test.features);
+    report("TIM (transductive)", kshot::TIM<float>(), sampler, test.features);
+    report("LaplacianShot (transductive)", kshot::LaplacianShot<float>(), sampler, test.features);
   }
   return 0;
 } catch (const std::exception& e) {
