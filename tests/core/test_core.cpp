@@ -180,3 +180,30 @@ TEST_CASE("core.threads: an exception inside parallel_for is rethrown after the 
   KSHOT_CHECK_THROWS_WITH_ALL(detail::parallel_for(1000, true, body), std::runtime_error, "failed at 37");
   KSHOT_CHECK_THROWS_WITH_ALL(detail::parallel_for(1000, false, body), std::runtime_error, "failed at 37");
 }
+
+TEST_CASE_TEMPLATE("core.check: all_finite finds every infinity and NaN in matrices blocks and vectors", Scalar, float,
+                   double) {
+  RowMatrixX<Scalar> m = RowMatrixX<Scalar>::Constant(7, 37, Scalar(1.5));
+  CHECK(detail::all_finite(m));
+  CHECK(detail::all_finite(m.middleRows(2, 3)));
+  CHECK(detail::all_finite(m.col(4)));  // strided: the fallback path
+  const Scalar specials[] = {std::numeric_limits<Scalar>::infinity(), -std::numeric_limits<Scalar>::infinity(),
+                             std::numeric_limits<Scalar>::quiet_NaN()};
+  for (Scalar bad : specials)
+    for (Index i : {0, 3, 6})
+      for (Index j : {0, 17, 36}) {
+        RowMatrixX<Scalar> x = m;
+        x(i, j) = bad;
+        CHECK(!detail::all_finite(x));
+        CHECK(!detail::all_finite(x.col(j)));
+        CHECK(detail::all_finite(x.middleRows(i == 0 ? 1 : 0, 1)));  // a row without the bad value
+        CHECK(!detail::all_finite(x.middleRows(i, 1)));
+        const ConstRowMatrixRef<Scalar> ref(x);
+        CHECK(!detail::all_finite(ref));
+      }
+  // The largest finite values and subnormals are finite.
+  m(1, 1) = std::numeric_limits<Scalar>::max();
+  m(2, 2) = -std::numeric_limits<Scalar>::max();
+  m(3, 3) = std::numeric_limits<Scalar>::denorm_min();
+  CHECK(detail::all_finite(m));
+}

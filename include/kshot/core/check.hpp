@@ -12,9 +12,12 @@
 
 #include <cassert>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -83,15 +86,40 @@ std::string cat(Args&&... args) {
 namespace kshot {
 namespace detail {
 
+/// True when none of the n contiguous values at p is an infinity or a NaN: their exponent bits are not
+/// all ones. An integer OR-reduction, which compilers vectorise without reassociating floating point.
+template <class Scalar>
+bool all_finite_contiguous(const Scalar* p, Index n) noexcept {
+  using Bits = std::conditional_t<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>;
+  constexpr Bits exponent = sizeof(Scalar) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
+  Bits bad = 0;
+  for (Index k = 0; k < n; ++k) {
+    Bits u;
+    std::memcpy(&u, p + k, sizeof(Bits));
+    bad |= static_cast<Bits>((u & exponent) == exponent);
+  }
+  return bad == 0;
+}
+
 /**
  * @brief True when every entry of `m` is finite.
  *
- * x - x is 0 for finite x and NaN for an infinity or a NaN, so one branch-free vectorised sum decides
- * (Eigen's allFinite() evaluates comparisons and measured several times slower on episode-sized data).
+ * Direct-access matrices with contiguous rows (or columns) are scanned as bits (all_finite_contiguous);
+ * other expressions use x - x, which is 0 for finite x and NaN otherwise, summed. Both measured several
+ * times faster than Eigen's allFinite() on episode-sized data.
  */
 template <class Derived>
 bool all_finite(const Eigen::DenseBase<Derived>& m) {
+  using Scalar = typename Derived::Scalar;
   const auto& a = m.derived();
+  if constexpr (std::is_floating_point_v<Scalar> &&
+                (Eigen::internal::traits<Derived>::Flags & Eigen::DirectAccessBit) != 0) {
+    if (a.innerStride() == 1) {
+      for (Index outer = 0; outer < a.outerSize(); ++outer)
+        if (!all_finite_contiguous(a.data() + outer * a.outerStride(), a.innerSize())) return false;
+      return true;
+    }
+  }
   return std::isfinite((a.array() - a.array()).sum());
 }
 

@@ -99,6 +99,12 @@ void parallel_for(Index n, bool parallel, Body&& body, bool dynamic = false) {
   std::exception_ptr error;
   Index error_index = n;
   const bool go_parallel = parallel && n > 1 && !in_parallel_region() && omp_get_max_threads() > 1;
+  if (!go_parallel && (omp_get_max_threads() == 1 || in_parallel_region())) {
+    // Eigen would run single-threaded here anyway (one thread allowed, or already inside an active
+    // region), so skip the cost of opening an inactive region: small calls in tight loops feel it.
+    for (Index i = 0; i < n; ++i) body(i);
+    return;
+  }
   KSHOT_PRAGMA_OMP(omp parallel if (go_parallel))
   {
     omp_set_num_threads(1);
