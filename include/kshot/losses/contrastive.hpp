@@ -1,0 +1,185 @@
+/**
+ * @file kshot/losses/contrastive.hpp
+ * @brief Contrastive loss (Hadsell et al. 2006) over positive and negative pairs, with its exact gradient:
+ * pytorch-metric-learning's ContrastiveLoss.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef KSHOT_LOSSES_CONTRASTIVE_HPP
+#define KSHOT_LOSSES_CONTRASTIVE_HPP
+
+#include "kshot/core/check.hpp"
+#include "kshot/core/threads.hpp"
+#include "kshot/core/types.hpp"
+#include "kshot/core/workspace.hpp"
+#include "kshot/losses/common.hpp"
+#include "kshot/losses/detail/distance_matrix.hpp"
+
+#include <type_traits>
+#include <vector>
+
+namespace kshot {
+
+/**
+ * @brief Contrastive loss: positive pairs are pulled within `pos_margin`, negative pairs pushed beyond
+ * `neg_margin`.
+ *
+ * With a distance d: pos = relu(d_ap − pos_margin), neg = relu(neg_margin − d_an). With a similarity s
+ * the margins flip: pos = relu(pos_margin − s_ap), neg = relu(s_an − neg_margin).
+ *
+ * Pairs are every ordered pair (i, j), i != j, of the batch (each unordered pair counts twice), or the
+ * pairs of a mined tuple (triplets (a, p, n) give pairs (a, p) and (a, n)). Reduction (default
+ * Reduction::mean_nonzero): each part is averaged over its elements > 0, then the two are added. As in
+ * pytorch-metric-learning, when every list of the pair tuple has at most one entry the loss is 0.
+ *
+ * Defaults follow pytorch-metric-learning: pos_margin 0, neg_margin 1, Euclidean distance on
+ * L2-normalised embeddings. stats(): terms (pairs), active_terms (pairs > 0).
+ *
+ * @tparam Scalar float or double.
+ * @note One object per thread: evaluate() uses the object's workspace.
+ */
+template <class Scalar = float>
+class ContrastiveLoss {
+  static_assert(std::is_floating_point_v<Scalar>, "kshot::ContrastiveLoss<Scalar>: Scalar must be float or double");
+
+ public:
+  Scalar pos_margin = Scalar(0);                ///< any finite value
+  Scalar neg_margin = Scalar(1);                ///< any finite value
+  LossDistance distance = LossDistance::lp();   ///< pytorch-metric-learning's default LpDistance
+  Reduction reduction = Reduction::loss_default;  ///< default: mean over the pairs > 0, per part
+
+  /// The loss over every pair the labels give, or over the mined pairs or triplets.
+  Scalar evaluate(ConstRowMatrixRef<Scalar> emb, ConstLabelRef labels, Mined mined = {}) {
+    return run(emb, labels, mined, nullptr);
+  }
+  /// The loss, and its gradient with respect to `emb` written to `grad` (n x d, overwritten).
+  Scalar evaluate(ConstRowMatrixRef<Scalar> emb, ConstLabelRef labels, Mined mined, RowMatrixRef<Scalar> grad) {
+    return run(emb, labels, mined, &grad);
+  }
+  /// The loss over every pair the labels give, and its gradient.
+  Scalar evaluate(ConstRowMatrixRef<Scalar> emb, ConstLabelRef labels, RowMatrixRef<Scalar> grad) {
+    return run(emb, labels, Mined{}, &grad);
+  }
+
+  /// Counts from the last call.
+  const LossStats& stats() const noexcept { return stats_; }
+
+  /// Pre-sizes the workspace for n embeddings of dimension d.
+  void reserve(Index n, Index d) { dist_.reserve(n, n, d); }
+
+ private:
+  Scalar run(const ConstRowMatrixRef<Scalar>& emb, const ConstLabelRef& labels, const Mined& mined,
+             RowMatrixRef<Scalar>* grad) {
+    constexpr const char* where = "kshot::ContrastiveLoss::evaluate()";
+    detail::check_embeddings(emb, labels, where);
+    detail::check_distance(distance, where);
+    detail::check_mined(mined, emb.rows(), where);
+    KSHOT_CHECK(std::isfinite(pos_margin), where, detail::cat("pos_margin is ", pos_margin, " but must be finite"));
+    KSHOT_CHECK(std::isfinite(neg_margin), where, detail::cat("neg_margin is ", neg_margin, " but must be finite"));
+    if (grad != nullptr) detail::check_grad(*grad, emb.rows(), emb.cols(), where, "grad");
+    stats_ = LossStats{};
+    const Index n = emb.rows();
+    if (grad != nullptr) grad->setZero();
+
+    // pytorch-metric-learning returns a zero loss when every list of the pair tuple has at most one entry.
+    if (tuple_is_trivial(mined, labels)) return Scalar(0);
+
+    dist_.compute_self(distance, emb, stats_);
+    auto M = dist_.matrix();
+    const detail::ReduceMode mode = detail::resolve_reduction(reduction, detail::ReduceMode::mean_nonzero);
+    const bool inv = distance.is_inverted();
+    // d(element)/dM for an active element: pos = relu(margin(M, pm)), neg = relu(margin(nm, M)).
+    const Scalar pos_sign = inv ? Scalar(-1) : Scalar(1);
+    const Scalar neg_sign = -pos_sign;
+    auto pos_elem = [&](Scalar m) { const Scalar v = distance.margin(m, pos_margin); return v > Scalar(0) ? v : Scalar(0); };
+    auto neg_elem = [&](Scalar m) { const Scalar v = distance.margin(neg_margin, m); return v > Scalar(0) ? v : Scalar(0); };
+
+    detail::PartTotals<Scalar> pos, neg;
+    if (mined.none()) {
+      // Every ordered pair, row by row: per-row totals, merged in row order (deterministic).
+      row_pos_.resize(static_cast<std::size_t>(n));
+      row_neg_.resize(static_cast<std::size_t>(n));
+      auto row_totals = [&](Index i) {
+        detail::PartTotals<Scalar> tp, tn;
+        for (Index j = 0; j < n; ++j) {
+          if (j == i) continue;
+          if (labels[i] == labels[j]) tp.add(pos_elem(M(i, j)));
+          else tn.add(neg_elem(M(i, j)));
+        }
+        row_pos_[static_cast<std::size_t>(i)] = tp;
+        row_neg_[static_cast<std::size_t>(i)] = tn;
+      };
+      detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_totals);
+      for (Index i = 0; i < n; ++i) {
+        pos.merge(row_pos_[static_cast<std::size_t>(i)]);
+        neg.merge(row_neg_[static_cast<std::size_t>(i)]);
+      }
+    } else {
+      detail::pairs_from(mined, labels, pairs_);
+      for (std::size_t k = 0; k < pairs_.a1.size(); ++k) pos.add(pos_elem(M(pairs_.a1[k], pairs_.p[k])));
+      for (std::size_t k = 0; k < pairs_.a2.size(); ++k) neg.add(neg_elem(M(pairs_.a2[k], pairs_.n[k])));
+    }
+    Scalar cp = 0, cn = 0;
+    const Scalar value = detail::finish_part(pos, mode, Scalar(0), cp, stats_) +
+                         detail::finish_part(neg, mode, Scalar(0), cn, stats_);
+    if (grad == nullptr) return value;
+
+    auto G = dist_.grad(/*zero=*/mined.none() ? false : true);
+    if (mined.none()) {
+      auto row_grad = [&](Index i) {
+        for (Index j = 0; j < n; ++j) {
+          Scalar g = 0;
+          if (j != i) {
+            if (labels[i] == labels[j]) {
+              const Scalar v = pos_elem(M(i, j));
+              if (v > Scalar(0)) g = detail::element_coeff(v, cp, mode) * pos_sign;
+            } else {
+              const Scalar v = neg_elem(M(i, j));
+              if (v > Scalar(0)) g = detail::element_coeff(v, cn, mode) * neg_sign;
+            }
+          }
+          G(i, j) = g;
+        }
+      };
+      detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_grad);
+    } else {
+      for (std::size_t k = 0; k < pairs_.a1.size(); ++k) {
+        const Index i = pairs_.a1[k], j = pairs_.p[k];
+        const Scalar v = pos_elem(M(i, j));
+        if (v > Scalar(0)) G(i, j) += detail::element_coeff(v, cp, mode) * pos_sign;
+      }
+      for (std::size_t k = 0; k < pairs_.a2.size(); ++k) {
+        const Index i = pairs_.a2[k], j = pairs_.n[k];
+        const Scalar v = neg_elem(M(i, j));
+        if (v > Scalar(0)) G(i, j) += detail::element_coeff(v, cn, mode) * neg_sign;
+      }
+    }
+    dist_.backward_self(*grad);
+    return value;
+  }
+
+  /// pytorch-metric-learning's `all(len(x) <= 1 for x in indices_tuple)`.
+  static bool tuple_is_trivial(const Mined& mined, const ConstLabelRef& labels) {
+    if (const MinedPairs* p = mined.pairs())
+      return p->a1.size() <= 1 && p->a2.size() <= 1;
+    if (const MinedTriplets* t = mined.triplets()) return t->a.size() <= 1;
+    Index pos = 0, neg = 0;
+    const Index n = labels.size();
+    for (Index i = 0; i < n && pos <= 1 && neg <= 1; ++i)
+      for (Index j = 0; j < n; ++j) {
+        if (i == j) continue;
+        if (labels[i] == labels[j]) ++pos;
+        else ++neg;
+      }
+    return pos <= 1 && neg <= 1;
+  }
+
+  detail::LossDistanceMatrix<Scalar> dist_;
+  MinedPairs pairs_;
+  std::vector<detail::PartTotals<Scalar>> row_pos_, row_neg_;
+  LossStats stats_;
+};
+
+}  // namespace kshot
+
+#endif  // KSHOT_LOSSES_CONTRASTIVE_HPP

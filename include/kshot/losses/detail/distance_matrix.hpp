@@ -1,0 +1,377 @@
+/**
+ * @file kshot/losses/detail/distance_matrix.hpp
+ * @brief The distance matrix every metric-learning loss starts from, and its exact backward pass:
+ * normalisation, Lp distance or (dot-product / cosine) similarity, power, as pytorch-metric-learning's
+ * distance objects compute them.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef KSHOT_LOSSES_DETAIL_DISTANCE_MATRIX_HPP
+#define KSHOT_LOSSES_DETAIL_DISTANCE_MATRIX_HPP
+
+#include "kshot/core/check.hpp"
+#include "kshot/core/threads.hpp"
+#include "kshot/core/types.hpp"
+#include "kshot/core/workspace.hpp"
+#include "kshot/losses/common.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace kshot {
+namespace detail {
+
+/**
+ * @brief M = dist(X, Y) (or dist(X, X)) with what its backward pass needs.
+ *
+ * Forward: rows are normalised (x / max(‖x‖_p, 1e-12)) when the distance asks for it; for p = 2 the Lp
+ * distance comes from one GEMM (a rank update for X against itself), clamped at 0, with entries whose
+ * squared distance is small against the norms recomputed by direct subtraction, so identical and nearly
+ * identical rows get exact (zero) distances; other p use direct loops. Similarities are one GEMM.
+ *
+ * Backward: the loss writes dL/dM into grad(), then backward_self() / backward() return dL/dX (and dL/dY)
+ * through the power, the distance and the normalisation. At a zero distance the gradient of ‖x − y‖ is
+ * taken as 0, as torch.cdist does.
+ *
+ * Buffers live in the object's workspace: after the first call with the largest shape, nothing allocates
+ * (apart from Eigen's own GEMM packing buffers; see docs/losses.md).
+ */
+template <class Scalar>
+class LossDistanceMatrix {
+ public:
+  using Map = typename Workspace<Scalar>::Matrix;
+  using VecMap = typename Workspace<Scalar>::Vector;
+
+  /// M = dist(X, X). Counts zero-norm rows in stats.degenerate when normalising.
+  void compute_self(const LossDistance& dist, const ConstRowMatrixRef<Scalar>& X, LossStats& stats) {
+    self_ = true;
+    setup(dist, X.rows(), X.rows(), X.cols());
+    normalize_rows(X, xn(), xnorm(), stats);
+    forward();
+  }
+
+  /// M = dist(X, Y) (rows of X against rows of Y).
+  void compute(const LossDistance& dist, const ConstRowMatrixRef<Scalar>& X, const ConstRowMatrixRef<Scalar>& Y,
+               LossStats& stats) {
+    self_ = false;
+    setup(dist, X.rows(), Y.rows(), X.cols());
+    normalize_rows(X, xn(), xnorm(), stats);
+    normalize_rows(Y, yn(), ynorm(), stats);
+    forward();
+  }
+
+  Index rows() const noexcept { return n_; }
+  Index cols() const noexcept { return m_; }
+  const LossDistance& distance() const noexcept { return dist_; }
+
+  /// The n x m matrix of the last compute.
+  Map matrix() { return ws_.matrix(kM, n_, m_); }
+  /// The rows after normalisation (X itself when the distance does not normalise).
+  Map normalized_x() { return xn(); }
+  Map normalized_y() { return self_ ? xn() : yn(); }
+
+  /// An n x m buffer for dL/dM, zero-filled when `zero`.
+  Map grad(bool zero = true) {
+    Map g = ws_.matrix(kG, n_, m_);
+    if (zero) g.setZero();
+    return g;
+  }
+
+  /// dL/dX for M = dist(X, X), from the contents of grad() (which it overwrites).
+  void backward_self(RowMatrixRef<Scalar> dX) {
+    KSHOT_ASSERT(self_);
+    Map dXn = ws_.matrix(kDX, n_, d_);
+    to_distance_grad();
+    Map A = ws_.matrix(kG, n_, m_);
+    Map Xn = xn();
+    // M is symmetric: row i gets the shares of M(i, j) and M(j, i).
+    Map T = ws_.matrix(kT, n_, n_);
+    T.noalias() = A + A.transpose();
+    if (dist_.kind == DistanceKind::lp && dist_.p != 2) {
+      lp_direct_backward(Xn, Xn, T, dXn, nullptr);
+    } else if (dist_.kind == DistanceKind::lp) {
+      // E2 = |xi|^2 + |xj|^2 - 2 xi.xj:  dX = 2 (diag(T 1) X - T X)
+      VecMap r = ws_.vector(kR, n_);
+      r = T.rowwise().sum();
+      dXn.noalias() = T * Xn;
+      dXn = Scalar(2) * (r.asDiagonal() * Xn - dXn);
+    } else {
+      dXn.noalias() = T * Xn;
+    }
+    normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
+  }
+
+  /// dL/dX and dL/dY for M = dist(X, Y), from the contents of grad() (which it overwrites). Pass a 0 x 0
+  /// dY to skip it.
+  void backward(RowMatrixRef<Scalar> dX, RowMatrixRef<Scalar> dY) {
+    KSHOT_ASSERT(!self_);
+    Map dXn = ws_.matrix(kDX, n_, d_);
+    Map dYn = ws_.matrix(kDY, m_, d_);
+    to_distance_grad();
+    Map A = ws_.matrix(kG, n_, m_);
+    Map Xn = xn();
+    Map Yn = yn();
+    const bool want_y = dY.rows() > 0;
+    if (dist_.kind == DistanceKind::lp && dist_.p != 2) {
+      lp_direct_backward(Xn, Yn, A, dXn, want_y ? &dYn : nullptr);
+    } else if (dist_.kind == DistanceKind::lp) {
+      VecMap r = ws_.vector(kR, n_);
+      r = A.rowwise().sum();
+      dXn.noalias() = A * Yn;
+      dXn = Scalar(2) * (r.asDiagonal() * Xn - dXn);
+      if (want_y) {
+        VecMap c = ws_.vector(kC, m_);
+        c = A.colwise().sum().transpose();
+        dYn.noalias() = A.transpose() * Xn;
+        dYn = Scalar(2) * (c.asDiagonal() * Yn - dYn);
+      }
+    } else {
+      dXn.noalias() = A * Yn;
+      if (want_y) dYn.noalias() = A.transpose() * Xn;
+    }
+    normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
+    if (want_y) normalize_backward(ws_.matrix(kY, m_, d_), ynorm(), dYn, dY);
+  }
+
+  /// Pre-sizes the buffers for an n x m matrix over d columns.
+  void reserve(Index n, Index m, Index d) {
+    for (std::size_t s : {kX, kXn, kDX, kDY}) ws_.reserve(s, std::max(n, m) * d);
+    for (std::size_t s : {kM, kG, kT}) ws_.reserve(s, n * m);
+  }
+
+ private:
+  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kT, kDX, kDY, kR, kC, kSqX, kSqY };
+
+  Map xn() { return ws_.matrix(kXn, n_, d_); }
+  Map yn() { return ws_.matrix(kYn, m_, d_); }
+  VecMap xnorm() { return ws_.vector(kXnorm, n_); }
+  VecMap ynorm() { return ws_.vector(kYnorm, m_); }
+
+  void setup(const LossDistance& dist, Index n, Index m, Index d) {
+    dist_ = dist;
+    n_ = n;
+    m_ = m;
+    d_ = d;
+  }
+
+  Scalar norm_of(const Scalar* x) const {
+    if (dist_.p == 2) {
+      Scalar s = 0;
+      for (Index k = 0; k < d_; ++k) s += x[k] * x[k];
+      return std::sqrt(s);
+    }
+    if (dist_.p == 1) {
+      Scalar s = 0;
+      for (Index k = 0; k < d_; ++k) s += std::abs(x[k]);
+      return s;
+    }
+    const Scalar p = Scalar(dist_.p);
+    Scalar s = 0;
+    for (Index k = 0; k < d_; ++k) s += std::pow(std::abs(x[k]), p);
+    return std::pow(s, Scalar(1) / p);
+  }
+
+  /// Copies X (kept for the backward pass) and writes its normalised rows and their norms.
+  void normalize_rows(const ConstRowMatrixRef<Scalar>& X, Map out, VecMap norms, LossStats& stats) {
+    const bool is_x = out.data() == xn().data();
+    Map keep = ws_.matrix(is_x ? kX : kY, X.rows(), d_);
+    // xn() and keep must be re-fetched: ws_.matrix may have moved nothing (distinct slots), so `out` stays valid.
+    keep = X;
+    if (!dist_.normalizes()) {
+      out = X;
+      norms.setOnes();
+      return;
+    }
+    const Scalar floor = Scalar(1e-12);
+    for (Index i = 0; i < X.rows(); ++i) {
+      const Scalar nrm = norm_of(&keep(i, 0));
+      norms[i] = nrm;
+      if (!(nrm > floor)) ++stats.degenerate;
+      out.row(i) = keep.row(i) / std::max(nrm, floor);
+    }
+  }
+
+  /// dL/dX from dL/dX̂ through x̂ = x / max(‖x‖_p, eps).
+  void normalize_backward(const Map& X, const VecMap& norms, const Map& dXn, RowMatrixRef<Scalar>& dX) {
+    if (!dist_.normalizes()) {
+      dX = dXn;
+      return;
+    }
+    const Scalar floor = Scalar(1e-12);
+    const Scalar p = Scalar(dist_.p);
+    for (Index i = 0; i < X.rows(); ++i) {
+      const Scalar nrm = norms[i];
+      if (!(nrm > floor)) {
+        dX.row(i) = dXn.row(i) / floor;
+        continue;
+      }
+      const Scalar gx = dXn.row(i).dot(X.row(i));
+      if (dist_.p == 2) {
+        dX.row(i) = dXn.row(i) / nrm - (gx / (nrm * nrm * nrm)) * X.row(i);
+      } else {
+        // d‖x‖_p / dx_k = sign(x_k) |x_k|^(p-1) / ‖x‖_p^(p-1)
+        const Scalar scale = gx / (nrm * nrm) / std::pow(nrm, p - Scalar(1));
+        for (Index k = 0; k < d_; ++k) {
+          const Scalar x = X(i, k);
+          const Scalar s = x > 0 ? Scalar(1) : (x < 0 ? Scalar(-1) : Scalar(0));
+          const Scalar dn = dist_.p == 1 ? s : s * std::pow(std::abs(x), p - Scalar(1));
+          dX(i, k) = dXn(i, k) / nrm - scale * dn;
+        }
+      }
+    }
+  }
+
+  void forward() {
+    Map M = ws_.matrix(kM, n_, m_);
+    Map Xn = xn();
+    Map Yn = self_ ? xn() : yn();
+    if (dist_.kind != DistanceKind::lp) {
+      if (self_) {
+        M.setZero();
+        M.template selfadjointView<Eigen::Lower>().rankUpdate(Xn);
+        M.template triangularView<Eigen::StrictlyUpper>() = M.transpose();
+      } else {
+        M.noalias() = Xn * Yn.transpose();
+      }
+      if (dist_.power != 1) M = M.array().pow(Scalar(dist_.power));
+      return;
+    }
+    if (dist_.p != 2) {
+      lp_direct_forward(Xn, Yn, M);
+    } else {
+      VecMap sx = ws_.vector(kSqX, n_);
+      sx = Xn.rowwise().squaredNorm();
+      VecMap sy = ws_.vector(kSqY, m_);
+      sy = Yn.rowwise().squaredNorm();
+      if (self_) {
+        M.setZero();
+        M.template selfadjointView<Eigen::Lower>().rankUpdate(Xn, Scalar(-2));
+        M.template triangularView<Eigen::StrictlyUpper>() = M.transpose();
+      } else {
+        M.noalias() = Scalar(-2) * Xn * Yn.transpose();
+      }
+      // Squared distances, clamped at 0; small ones against the norms are recomputed by subtraction.
+      const Scalar tol = Scalar(1e-3);
+      const bool self = self_;
+      auto row = [&](Index i) {
+        for (Index j = 0; j < m_; ++j) {
+          Scalar e2 = M(i, j) + sx[i] + sy[j];
+          if (e2 < tol * (sx[i] + sy[j])) e2 = (Xn.row(i) - Yn.row(j)).squaredNorm();
+          M(i, j) = e2 > Scalar(0) ? e2 : Scalar(0);
+        }
+        if (self) M(i, i) = 0;
+      };
+      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
+    }
+    if (dist_.power == 2) {
+      if (dist_.p != 2) M = M.array().square();
+      return;
+    }
+    if (dist_.p == 2) M = M.array().sqrt();
+    if (dist_.power != 1) M = M.array().pow(Scalar(dist_.power));
+  }
+
+  void lp_direct_forward(const Map& Xn, const Map& Yn, Map& M) {
+    const Scalar p = Scalar(dist_.p);
+    auto row = [&](Index i) {
+      for (Index j = 0; j < m_; ++j) {
+        Scalar s = 0;
+        if (dist_.p == 1) {
+          s = (Xn.row(i) - Yn.row(j)).cwiseAbs().sum();
+        } else {
+          for (Index k = 0; k < d_; ++k) s += std::pow(std::abs(Xn(i, k) - Yn(j, k)), p);
+          s = std::pow(s, Scalar(1) / p);
+        }
+        M(i, j) = s;
+      }
+    };
+    parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * double(d_)), row);
+  }
+
+  /// Turns grad() = dL/dM into the gradient the GEMM backward needs: dL/d(E²) for p = 2 distances (with
+  /// E the distance), dL/dE for other p, dL/dS for similarities.
+  void to_distance_grad() {
+    Map G = ws_.matrix(kG, n_, m_);
+    Map M = ws_.matrix(kM, n_, m_);
+    const Scalar power = Scalar(dist_.power);
+    if (dist_.kind != DistanceKind::lp) {
+      if (dist_.power == 1) return;
+      // M = S^q: dS = G q S^(q-1), with S = M^(1/q) recomputed from the normalised rows.
+      Map Xn = xn();
+      Map Yn = self_ ? xn() : yn();
+      for (Index i = 0; i < n_; ++i)
+        for (Index j = 0; j < m_; ++j) {
+          const Scalar s = Xn.row(i).dot(Yn.row(j));
+          G(i, j) *= power * std::pow(s, power - Scalar(1));
+        }
+      return;
+    }
+    const bool sq = dist_.p == 2;
+    auto row = [&](Index i) {
+      for (Index j = 0; j < m_; ++j) {
+        const Scalar m = M(i, j);
+        Scalar g = G(i, j);
+        if (g == Scalar(0)) continue;
+        if (sq && dist_.power == 2) continue;  // M = E² itself
+        // E from M = E^q; dM/dE = q E^(q-1)
+        const Scalar e = dist_.power == 1 ? m : (dist_.power == 2 ? std::sqrt(m) : std::pow(m, Scalar(1) / power));
+        if (!(e > Scalar(0))) {
+          G(i, j) = 0;
+          continue;
+        }
+        if (dist_.power != 1) g *= power * (dist_.power == 2 ? e : std::pow(e, power - Scalar(1)));
+        G(i, j) = sq ? g / (Scalar(2) * e) : g;  // dE/d(E²) = 1 / (2E)
+      }
+    };
+    parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
+  }
+
+  /// dXn (and dYn) for a general-p Lp distance from A = dL/dE.
+  void lp_direct_backward(const Map& Xn, const Map& Yn, const Map& A, Map& dXn, Map* dYn) {
+    Map M = ws_.matrix(kM, n_, m_);
+    const Scalar p = Scalar(dist_.p);
+    // Recover E from M = E^q.
+    auto dist_at = [&](Index i, Index j) {
+      const Scalar m = M(i, j);
+      return dist_.power == 1 ? m : std::pow(m, Scalar(1) / Scalar(dist_.power));
+    };
+    auto term = [&](Scalar diff, Scalar e) {
+      const Scalar s = diff > 0 ? Scalar(1) : (diff < 0 ? Scalar(-1) : Scalar(0));
+      if (dist_.p == 1) return s;
+      return s * std::pow(std::abs(diff) / e, p - Scalar(1));
+    };
+    dXn.setZero();
+    auto xrow = [&](Index i) {
+      for (Index j = 0; j < m_; ++j) {
+        const Scalar a = A(i, j);
+        const Scalar e = dist_at(i, j);
+        if (a == Scalar(0) || !(e > Scalar(0))) continue;
+        for (Index k = 0; k < d_; ++k) dXn(i, k) += a * term(Xn(i, k) - Yn(j, k), e);
+      }
+    };
+    parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * double(d_)), xrow);
+    if (dYn != nullptr) {
+      Map& dy = *dYn;
+      dy.setZero();
+      auto yrow = [&](Index j) {
+        for (Index i = 0; i < n_; ++i) {
+          const Scalar a = A(i, j);
+          const Scalar e = dist_at(i, j);
+          if (a == Scalar(0) || !(e > Scalar(0))) continue;
+          for (Index k = 0; k < d_; ++k) dy(j, k) -= a * term(Xn(i, k) - Yn(j, k), e);
+        }
+      };
+      parallel_for(m_, worth_parallel(m_, double(n_) * double(m_) * double(d_)), yrow);
+    }
+  }
+
+  Workspace<Scalar> ws_;
+  LossDistance dist_;
+  Index n_ = 0, m_ = 0, d_ = 0;
+  bool self_ = true;
+};
+
+}  // namespace detail
+}  // namespace kshot
+
+#endif  // KSHOT_LOSSES_DETAIL_DISTANCE_MATRIX_HPP
