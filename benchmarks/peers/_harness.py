@@ -3,6 +3,7 @@
 
 Not a peer itself: scripts/bench skips files whose name starts with an underscore.
 """
+import ctypes
 import re
 import statistics
 import sys
@@ -58,3 +59,23 @@ def parse_args(script):
             return flt in name
 
     return sys.argv[1], selected
+
+
+def openblas():
+    """The OpenBLAS that torch's GEMM calls (Debian's torch goes through libblas.so.3), if it is loaded.
+
+    torch.set_num_threads() sets OpenMP's and torch's intra-op threads but not OpenBLAS's own pthread pool,
+    which otherwise uses every core. Setting it here through the library's API only affects this process;
+    no OPENBLAS_* / OMP_* variable is changed for anything else.
+    """
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if re.search(r"openblas[^/]*/[^/]*\.so[.0-9]*$|libopenblas[^/]*\.so", line)}
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+            lib.openblas_set_num_threads.argtypes = [ctypes.c_int]
+            lib.openblas_get_num_threads.restype = ctypes.c_int
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None

@@ -12,39 +12,17 @@ so a plain word is a substring) in "<case>/omp:<threads>", like --benchmark_filt
 Timing follows Google Benchmark: one warm-up call, a call count grown until one batch lasts at least MIN_TIME (see _harness.py)
 seconds, then 5 repetitions of that batch; the reported time is the median of the 5 means per call.
 """
-import ctypes
 import json
 import platform
-import re
 import sys
 
 import torch
 
-from _harness import REPETITIONS, parse_args, time_per_call
+from _harness import openblas, REPETITIONS, parse_args, time_per_call
 
 SHAPES = [(4096, 4096, 128), (75, 5, 640), (100000, 100, 128)]  # (n, m, d) as in bench_distances.cpp
 THREAD_COUNTS = [1, 2]
 SEED = 20240611
-
-
-def openblas():
-    """The OpenBLAS that torch's GEMM calls (Debian's torch goes through libblas.so.3), if it is loaded.
-
-    torch.set_num_threads() sets OpenMP's and torch's intra-op threads but not OpenBLAS's own pthread pool,
-    which otherwise uses every core. Setting it here through the library's API only affects this process;
-    no OPENBLAS_* / OMP_* variable is changed for anything else.
-    """
-    with open("/proc/self/maps") as maps:
-        paths = {line.split()[-1] for line in maps if re.search(r"openblas[^/]*/[^/]*\.so[.0-9]*$|libopenblas[^/]*\.so", line)}
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-            lib.openblas_set_num_threads.argtypes = [ctypes.c_int]
-            lib.openblas_get_num_threads.restype = ctypes.c_int
-            return lib
-        except (OSError, AttributeError):
-            continue
-    return None
 
 
 def cdist_path(n, m, mode="use_mm_for_euclid_dist_if_necessary"):
