@@ -93,10 +93,10 @@ class LossDistanceMatrix {
       // E2 = |xi|^2 + |xj|^2 - 2 xi.xj:  dX = 2 (diag(T 1) X - T X)
       VecMap r = ws_.vector(kR, n_);
       r = T.rowwise().sum();
-      dXn.noalias() = T * Xn;
+      product(dXn, T, Xn);
       dXn = Scalar(2) * (r.asDiagonal() * Xn - dXn);
     } else {
-      dXn.noalias() = T * Xn;
+      product(dXn, T, Xn);
     }
     normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
   }
@@ -117,17 +117,17 @@ class LossDistanceMatrix {
     } else if (dist_.kind == DistanceKind::lp) {
       VecMap r = ws_.vector(kR, n_);
       r = A.rowwise().sum();
-      dXn.noalias() = A * Yn;
+      product(dXn, A, Yn);
       dXn = Scalar(2) * (r.asDiagonal() * Xn - dXn);
       if (want_y) {
         VecMap c = ws_.vector(kC, m_);
         c = A.colwise().sum().transpose();
-        dYn.noalias() = A.transpose() * Xn;
+        product(dYn, A.transpose(), Xn);
         dYn = Scalar(2) * (c.asDiagonal() * Yn - dYn);
       }
     } else {
-      dXn.noalias() = A * Yn;
-      if (want_y) dYn.noalias() = A.transpose() * Xn;
+      product(dXn, A, Yn);
+      if (want_y) product(dYn, A.transpose(), Xn);
     }
     normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
     if (want_y) normalize_backward(ws_.matrix(kY, m_, d_), ynorm(), dYn, dY);
@@ -140,7 +140,42 @@ class LossDistanceMatrix {
   }
 
  private:
-  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kT, kDX, kDY, kR, kC, kSqX, kSqY };
+  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kT, kDX, kDY, kR, kC, kSqX, kSqY, kS };
+
+  /// Rows per block of the products below.
+  static constexpr Index product_block = 64;
+
+  /**
+   * dst = alpha * lhs * rhs, in blocks of 64 rows of dst, each a single-threaded Eigen product inside
+   * parallel_for. Eigen's own multi-threaded GEMM blocks the inner dimension differently from its
+   * single-threaded one (past 320), which changes the rounding; fixed row blocks give the same bits for any
+   * number of threads.
+   */
+  template <class Dst, class Lhs, class Rhs>
+  static void product(Dst& dst, const Lhs& lhs, const Rhs& rhs, Scalar alpha = Scalar(1)) {
+    const Index rows = dst.rows();
+    const Index blocks = (rows + product_block - 1) / product_block;
+    const double work = double(rows) * double(dst.cols()) * double(lhs.cols());
+    parallel_for(blocks, worth_parallel(blocks, work), [&](Index b) {
+      const Index r0 = b * product_block, r = std::min(product_block, rows - r0);
+      dst.middleRows(r0, r).noalias() = alpha * (lhs.middleRows(r0, r) * rhs);
+    });
+  }
+
+  /// The lower triangle (with the diagonal) of alpha * X X^T, by the same fixed row blocks: half the work of
+  /// the full product. The strict upper triangle is left unspecified.
+  static void gram_lower(Map& dst, const Map& X, Scalar alpha) {
+    const Index rows = dst.rows();
+    const Index blocks = (rows + product_block - 1) / product_block;
+    const double work = 0.5 * double(rows) * double(rows) * double(X.cols());
+    parallel_for(
+        blocks, worth_parallel(blocks, work),
+        [&](Index b) {
+          const Index r0 = b * product_block, r = std::min(product_block, rows - r0);
+          dst.block(r0, 0, r, r0 + r).noalias() = alpha * (X.middleRows(r0, r) * X.topRows(r0 + r).transpose());
+        },
+        /*dynamic=*/true);
+  }
 
   Map xn() { return ws_.matrix(kXn, n_, d_); }
   Map yn() { return ws_.matrix(kYn, m_, d_); }
@@ -227,13 +262,15 @@ class LossDistanceMatrix {
     Map Yn = self_ ? xn() : yn();
     if (dist_.kind != DistanceKind::lp) {
       if (self_) {
-        M.setZero();
-        M.template selfadjointView<Eigen::Lower>().rankUpdate(Xn);
+        gram_lower(M, Xn, Scalar(1));
         M.template triangularView<Eigen::StrictlyUpper>() = M.transpose();
       } else {
-        M.noalias() = Xn * Yn.transpose();
+        product(M, Xn, Yn.transpose());
       }
-      if (dist_.power != 1) M = M.array().pow(Scalar(dist_.power));
+      if (dist_.power != 1) {
+        ws_.matrix(kS, n_, m_) = M;  // S itself, for the backward pass of S^q
+        M = M.array().pow(Scalar(dist_.power));
+      }
       return;
     }
     if (dist_.p != 2) {
@@ -244,11 +281,10 @@ class LossDistanceMatrix {
       VecMap sy = ws_.vector(kSqY, m_);
       sy = Yn.rowwise().squaredNorm();
       if (self_) {
-        M.setZero();
-        M.template selfadjointView<Eigen::Lower>().rankUpdate(Xn, Scalar(-2));
+        gram_lower(M, Xn, Scalar(-2));
         M.template triangularView<Eigen::StrictlyUpper>() = M.transpose();
       } else {
-        M.noalias() = Scalar(-2) * Xn * Yn.transpose();
+        product(M, Xn, Yn.transpose(), Scalar(-2));
       }
       // Squared distances, clamped at 0; small ones against the norms are recomputed by subtraction.
       const Scalar tol = Scalar(1e-3);
@@ -296,14 +332,8 @@ class LossDistanceMatrix {
     const Scalar power = Scalar(dist_.power);
     if (dist_.kind != DistanceKind::lp) {
       if (dist_.power == 1) return;
-      // M = S^q: dS = G q S^(q-1), with S = M^(1/q) recomputed from the normalised rows.
-      Map Xn = xn();
-      Map Yn = self_ ? xn() : yn();
-      for (Index i = 0; i < n_; ++i)
-        for (Index j = 0; j < m_; ++j) {
-          const Scalar s = Xn.row(i).dot(Yn.row(j));
-          G(i, j) *= power * std::pow(s, power - Scalar(1));
-        }
+      // M = S^q: dS = G q S^(q-1), with S kept by the forward pass.
+      G.array() *= power * ws_.matrix(kS, n_, m_).array().pow(power - Scalar(1));
       return;
     }
     const bool sq = dist_.p == 2;
