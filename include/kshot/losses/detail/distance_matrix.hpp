@@ -290,11 +290,14 @@ class LossDistanceMatrix {
       const Scalar tol = Scalar(1e-3);
       const bool self = self_;
       auto row = [&](Index i) {
-        for (Index j = 0; j < m_; ++j) {
-          Scalar e2 = M(i, j) + sx[i] + sy[j];
-          if (e2 < tol * (sx[i] + sy[j])) e2 = (Xn.row(i) - Yn.row(j)).squaredNorm();
-          M(i, j) = e2 > Scalar(0) ? e2 : Scalar(0);
+        auto r = M.row(i).array();
+        r += sx[i] + sy.transpose().array();
+        // Cancellation: entries small against the norms are recomputed by subtraction (rare; scanned first).
+        if ((r < tol * (sx[i] + sy.transpose().array())).any()) {
+          for (Index j = 0; j < m_; ++j)
+            if (r[j] < tol * (sx[i] + sy[j])) r[j] = (Xn.row(i) - Yn.row(j)).squaredNorm();
         }
+        r = r.max(Scalar(0));
         if (self) M(i, i) = 0;
       };
       parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
@@ -337,12 +340,22 @@ class LossDistanceMatrix {
       return;
     }
     const bool sq = dist_.p == 2;
+    if (sq && dist_.power == 2) return;  // M = E² itself: G is already dL/d(E²)
+    if (sq && dist_.power == 1) {
+      // M = E: dL/d(E²) = G / (2E), and 0 at E = 0 (torch.cdist's convention). Whole rows, vectorised.
+      auto row = [&](Index i) {
+        auto e = M.row(i).array();
+        auto g = G.row(i).array();
+        g = (e > Scalar(0)).select(g / (Scalar(2) * e), Scalar(0));
+      };
+      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
+      return;
+    }
     auto row = [&](Index i) {
       for (Index j = 0; j < m_; ++j) {
         const Scalar m = M(i, j);
         Scalar g = G(i, j);
         if (g == Scalar(0)) continue;
-        if (sq && dist_.power == 2) continue;  // M = E² itself
         // E from M = E^q; dM/dE = q E^(q-1)
         const Scalar e = dist_.power == 1 ? m : (dist_.power == 2 ? std::sqrt(m) : std::pow(m, Scalar(1) / power));
         if (!(e > Scalar(0))) {
