@@ -86,7 +86,7 @@ class LossDistanceMatrix {
     Map Xn = xn();
     // M is symmetric: row i gets the shares of M(i, j) and M(j, i).
     Map T = ws_.matrix(kT, n_, n_);
-    T.noalias() = A + A.transpose();
+    add_transpose(T, A);
     if (dist_.kind == DistanceKind::lp && dist_.p != 2) {
       lp_direct_backward(Xn, Xn, T, dXn, nullptr);
     } else if (dist_.kind == DistanceKind::lp) {
@@ -177,6 +177,52 @@ class LossDistanceMatrix {
         /*dynamic=*/true);
   }
 
+  /// Tile edge of the blocked transposes below. Measured (n = 1024, float, AVX-512): 16 x 16 tiles read
+  /// through a fixed-size local copy are 3-15x faster than Eigen's transposed assignment, whose column
+  /// reads at a 4 KB stride thrash the L1 cache; 32 and 64 were slower again.
+  static constexpr Index tile = 16;
+  using Tile = Eigen::Matrix<Scalar, tile, tile, Eigen::RowMajor>;
+
+  /// dst = a + a^T for a square a, tile by tile.
+  static void add_transpose(Map& dst, const Map& a) {
+    const Index n = a.rows();
+    const Index tiles = (n + tile - 1) / tile;
+    parallel_for(tiles, worth_parallel(tiles, double(n) * double(n)), [&](Index ti) {
+      const Index i0 = ti * tile, ri = std::min(tile, n - i0);
+      Tile t;
+      for (Index j0 = 0; j0 < n; j0 += tile) {
+        const Index rj = std::min(tile, n - j0);
+        if (ri == tile && rj == tile) {
+          t = a.block(j0, i0, tile, tile);
+          dst.block(i0, j0, tile, tile) = a.block(i0, j0, tile, tile) + t.transpose();
+        } else {
+          dst.block(i0, j0, ri, rj) = a.block(i0, j0, ri, rj) + a.block(j0, i0, rj, ri).transpose();
+        }
+      }
+    });
+  }
+
+  /// Copies the strict lower triangle of a square m onto its strict upper triangle, tile by tile.
+  static void mirror_lower(Map& m) {
+    const Index n = m.rows();
+    const Index tiles = (n + tile - 1) / tile;
+    parallel_for(tiles, worth_parallel(tiles, 0.5 * double(n) * double(n)), [&](Index ti) {
+      const Index i0 = ti * tile, ri = std::min(tile, n - i0);
+      Tile t;
+      for (Index r = 0; r < ri; ++r)  // the diagonal tile
+        for (Index c = r + 1; c < ri; ++c) m(i0 + r, i0 + c) = m(i0 + c, i0 + r);
+      for (Index j0 = i0 + tile; j0 < n; j0 += tile) {
+        const Index rj = std::min(tile, n - j0);
+        if (ri == tile && rj == tile) {
+          t = m.block(j0, i0, tile, tile);
+          m.block(i0, j0, tile, tile) = t.transpose();
+        } else {
+          m.block(i0, j0, ri, rj) = m.block(j0, i0, rj, ri).transpose();
+        }
+      }
+    });
+  }
+
   Map xn() { return ws_.matrix(kXn, n_, d_); }
   Map yn() { return ws_.matrix(kYn, m_, d_); }
   VecMap xnorm() { return ws_.vector(kXnorm, n_); }
@@ -263,7 +309,7 @@ class LossDistanceMatrix {
     if (dist_.kind != DistanceKind::lp) {
       if (self_) {
         gram_lower(M, Xn, Scalar(1));
-        M.template triangularView<Eigen::StrictlyUpper>() = M.transpose();
+        mirror_lower(M);
       } else {
         product(M, Xn, Yn.transpose());
       }
@@ -282,7 +328,7 @@ class LossDistanceMatrix {
       sy = Yn.rowwise().squaredNorm();
       if (self_) {
         gram_lower(M, Xn, Scalar(-2));
-        M.template triangularView<Eigen::StrictlyUpper>() = M.transpose();
+        mirror_lower(M);
       } else {
         product(M, Xn, Yn.transpose(), Scalar(-2));
       }
@@ -292,6 +338,7 @@ class LossDistanceMatrix {
       auto row = [&](Index i) {
         auto r = M.row(i).array();
         r += sx[i] + sy.transpose().array();
+        if (self) r[i] = sx[i] + sx[i];  // the diagonal is set to 0 below: keep it out of the scan
         // Cancellation: entries small against the norms are recomputed by subtraction (rare; scanned first).
         if ((r < tol * (sx[i] + sy.transpose().array())).any()) {
           for (Index j = 0; j < m_; ++j)
