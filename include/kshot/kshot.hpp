@@ -12,6 +12,7 @@
 #include "kshot/distances.hpp"
 #include "kshot/eval.hpp"
 #include "kshot/fewshot.hpp"
+#include "kshot/losses.hpp"
 #include "kshot/sampling.hpp"
 
 #endif  // KSHOT_KSHOT_HPP

@@ -689,3 +689,82 @@ TEST_CASE("TripletMarginLoss: bad input throws with the numbers") {
                               "evaluate_streaming()", "grad is 5 x 3");
   CHECK(sel.prepared == 0);
 }
+
+TEST_CASE("TripletMarginLoss: a short mined list takes the sparse path and matches the definition") {
+  // 64 rows and one triplet per anchor: 3 * 64 * 8 < 64^2, so the distances of the list are computed
+  // directly instead of through the n x n matrix.
+  const Index n = 64;
+  const LabelVector labels = cyclic_labels(n, 16, 3);
+  const RowMatrixX<double> emb = random_matrix<double>(n, 6, 17);
+  MinedTriplets list;
+  for (Index a = 0; a < n; ++a) {
+    Index p = -1, q = -1;
+    for (Index j = 0; j < n && (p < 0 || q < 0); ++j) {
+      if (j == a) continue;
+      if (labels[j] == labels[a] && p < 0) p = j;
+      if (labels[j] != labels[a] && q < 0) q = (j * 7 + a) % n;
+    }
+    if (labels[q] == labels[a]) q = (q + 1) % n;
+    if (labels[q] == labels[a]) continue;
+    list.a.push_back(a);
+    list.p.push_back(p);
+    list.n.push_back(q);
+  }
+  REQUIRE(list.size() > 32);
+  struct Setting {
+    LossDistance distance;
+    bool swap, smooth;
+    double margin;
+  };
+  const std::vector<Setting> settings = {
+      {LossDistance::lp(), false, false, 0.3},  {LossDistance::lp(), true, false, 0.3},
+      {LossDistance::lp(), false, true, 0.1},   {LossDistance::cosine(), false, false, 0.2},
+      {LossDistance::cosine(), true, true, 0.2}, {LossDistance::lp(2), false, false, 0.5},
+      {LossDistance::lp(1, true, 1), false, false, 0.4}, {LossDistance::dot_product(false), false, false, 1.0},
+  };
+  for (const auto& st : settings) {
+    INFO(st.distance.describe() << " swap " << st.swap << " smooth " << st.smooth);
+    TripletMarginLoss<double> loss;
+    loss.distance = st.distance;
+    loss.swap = st.swap;
+    loss.smooth_loss = st.smooth;
+    loss.margin = st.margin;
+    // The definition, with PML's distances on normalised rows.
+    auto dist = [&](const RowMatrixX<double>& x, Index i, Index j) {
+      RowVectorX<double> u = x.row(i), v = x.row(j);
+      if (st.distance.normalizes()) {
+        const double pu = st.distance.p == 1 ? u.cwiseAbs().sum() : u.norm();
+        const double pv = st.distance.p == 1 ? v.cwiseAbs().sum() : v.norm();
+        u /= pu;
+        v /= pv;
+      }
+      const double base = st.distance.is_inverted() ? u.dot(v)
+                          : st.distance.p == 1     ? (u - v).cwiseAbs().sum()
+                                                   : (u - v).norm();
+      return std::pow(base, st.distance.power);
+    };
+    const bool inv = st.distance.is_inverted();
+    double sum = 0;
+    Index active = 0;
+    for (Index k = 0; k < list.size(); ++k) {
+      const auto uk = static_cast<std::size_t>(k);
+      const double ap = dist(emb, list.a[uk], list.p[uk]);
+      double an = dist(emb, list.a[uk], list.n[uk]);
+      if (st.swap) {
+        const double pn = dist(emb, list.p[uk], list.n[uk]);
+        an = inv ? std::max(an, pn) : std::min(an, pn);
+      }
+      const double v = (inv ? an - ap : ap - an) + st.margin;
+      const double l = st.smooth ? (v > 20 ? v : std::log1p(std::exp(v))) : std::max(v, 0.0);
+      if (l > 0) { sum += l; ++active; }
+    }
+    const double expected = active > 0 ? sum / double(active) : 0.0;
+    RowMatrixX<double> g(n, 6);
+    CHECK(loss.evaluate(emb, labels, list, g) == doctest::Approx(expected).epsilon(1e-12));
+    CHECK(loss.evaluate(emb, labels, list) == doctest::Approx(expected).epsilon(1e-12));
+    auto f = [&](const RowMatrixX<double>& x, RowMatrixX<double>* gg) {
+      return gg != nullptr ? loss.evaluate(x, labels, list, *gg) : loss.evaluate(x, labels, list);
+    };
+    CHECK(fd_error(f, emb) < 1e-6);
+  }
+}

@@ -12,7 +12,11 @@
 #error "the no-allocation tests need EIGEN_RUNTIME_NO_MALLOC for the whole executable"
 #endif
 
+#include <kshot/core/threads.hpp>
+#include <kshot/core/types.hpp>
+
 #include <Eigen/Core>
+#include <doctest/doctest.h>
 
 #include <atomic>
 
@@ -39,6 +43,28 @@ class AllocationGuard {
   AllocationGuard& operator=(const AllocationGuard&) = delete;
   long news() const { return new_calls().load(); }
 };
+
+/// n labels cycling over `classes`.
+inline LabelVector labels_of(Index n, Index classes) {
+  LabelVector y(n);
+  for (Index i = 0; i < n; ++i) y[i] = static_cast<Label>(i % classes);
+  return y;
+}
+
+/// Calls f() once to size the buffers, then again under the guard, on one thread (so that Eigen's GEMM keeps
+/// its packing buffers on the stack); checks that nothing was allocated.
+template <class F>
+void check_second_call_allocates_nothing(F&& f) {
+  ThreadCountGuard threads(1);
+  f();
+  long news = 0;
+  {
+    AllocationGuard guard;
+    f();
+    news = guard.news();
+  }
+  CHECK(news == 0);
+}
 
 }  // namespace test
 }  // namespace kshot

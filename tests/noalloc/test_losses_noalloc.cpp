@@ -6,35 +6,64 @@
 #include "test_util.hpp"
 
 #include <kshot/core/threads.hpp>
+#include <kshot/losses/arcface.hpp>
+#include <kshot/losses/circle.hpp>
 #include <kshot/losses/contrastive.hpp>
-
-#include <vector>
+#include <kshot/losses/cosface.hpp>
+#include <kshot/losses/fastap.hpp>
+#include <kshot/losses/lifted.hpp>
+#include <kshot/losses/miners.hpp>
+#include <kshot/losses/multi_similarity.hpp>
+#include <kshot/losses/npairs.hpp>
+#include <kshot/losses/ntxent.hpp>
+#include <kshot/losses/proxy_anchor.hpp>
+#include <kshot/losses/proxy_nca.hpp>
+#include <kshot/losses/supcon.hpp>
 
 #include <doctest/doctest.h>
+
+#include <vector>
 
 using namespace kshot;
 using namespace kshot::test;
 
 namespace {
 
-LabelVector labels_of(Index n, Index classes) {
-  LabelVector y(n);
-  for (Index i = 0; i < n; ++i) y[i] = static_cast<Label>(i % classes);
-  return y;
+/// A batch of 40 rows of width 8 over 5 classes, a gradient buffer, and a mined tuple of each kind.
+struct Fixture {
+  RowMatrixX<double> emb = random_matrix<double>(40, 8, 1);
+  LabelVector y = labels_of(40, 5);
+  RowMatrixX<double> g = RowMatrixX<double>(40, 8);
+  MinedPairs pairs;
+  MinedTriplets triplets;
+  Fixture() {
+    pairs.a1 = {0, 1, 2};
+    pairs.p = {5, 6, 7};
+    pairs.a2 = {0, 1, 3};
+    pairs.n = {1, 2, 4};
+    triplets.a = {0, 1, 2};
+    triplets.p = {5, 6, 7};
+    triplets.n = {1, 2, 3};
+  }
+};
+
+/// Every evaluate() form of a loss without parameters of its own.
+template <class Loss>
+void check_plain_loss(Loss& loss) {
+  Fixture f;
+  check_second_call_allocates_nothing([&] { return loss.evaluate(f.emb, f.y, f.g); });
+  check_second_call_allocates_nothing([&] { return loss.evaluate(f.emb, f.y, f.pairs, f.g); });
+  check_second_call_allocates_nothing([&] { return loss.evaluate(f.emb, f.y, f.triplets, f.g); });
+  check_second_call_allocates_nothing([&] { return loss.evaluate(f.emb, f.y); });
 }
 
-/// Calls f() once to size the buffers, then again under the guard; checks nothing was allocated.
-template <class F>
-void check_second_call_allocates_nothing(F&& f) {
-  ThreadCountGuard threads(1);
-  f();
-  long news = 0;
-  {
-    AllocationGuard guard;
-    f();
-    news = guard.news();
-  }
-  CHECK(news == 0);
+/// Every evaluate() form of a loss with a parameter matrix (proxies or W) and its gradient.
+template <class Loss>
+void check_param_loss(Loss& loss, RowMatrixX<double>& grad_params) {
+  Fixture f;
+  check_second_call_allocates_nothing([&] { return loss.evaluate(f.emb, f.y, f.g, grad_params); });
+  check_second_call_allocates_nothing([&] { return loss.evaluate(f.emb, f.y, f.pairs, f.g, grad_params); });
+  check_second_call_allocates_nothing([&] { return loss.evaluate(f.emb, f.y, f.triplets, f.g); });
 }
 
 }  // namespace
@@ -65,4 +94,78 @@ TEST_CASE("no allocation: the guard sees an allocation") {
   }
   CHECK(news == 1);
   CHECK(Eigen::internal::is_malloc_allowed());
+}
+
+TEST_CASE("no allocation on a second call: pair and softmax losses") {
+  {
+    NTXentLoss<double> loss;
+    check_plain_loss(loss);
+  }
+  {
+    SupConLoss<double> loss;
+    check_plain_loss(loss);
+  }
+  {
+    MultiSimilarityLoss<double> loss;
+    check_plain_loss(loss);
+  }
+  {
+    CircleLoss<double> loss;
+    check_plain_loss(loss);
+  }
+  {
+    NPairsLoss<double> loss;
+    check_plain_loss(loss);
+  }
+  {
+    LiftedStructureLoss<double> loss;
+    check_plain_loss(loss);
+  }
+  {
+    GeneralizedLiftedStructureLoss<double> loss;
+    check_plain_loss(loss);
+  }
+  {
+    FastAPLoss<double> loss;
+    check_plain_loss(loss);
+  }
+}
+
+TEST_CASE("no allocation on a second call: proxy and large-margin losses") {
+  {
+    ProxyNCALoss<double> loss(5, 8, 1);
+    RowMatrixX<double> gp(5, 8);
+    check_param_loss(loss, gp);
+  }
+  {
+    ProxyAnchorLoss<double> loss(5, 8, 1);
+    RowMatrixX<double> gp(5, 8);
+    check_param_loss(loss, gp);
+  }
+  {
+    ArcFaceLoss<double> loss(5, 8, 1);
+    RowMatrixX<double> gp(8, 5);
+    check_param_loss(loss, gp);
+  }
+  {
+    CosFaceLoss<double> loss(5, 8, 1);
+    RowMatrixX<double> gp(8, 5);
+    check_param_loss(loss, gp);
+  }
+}
+
+TEST_CASE("no allocation on a second call: miners") {
+  Fixture f;
+  MinedPairs pairs;
+  MinedTriplets triplets;
+  BatchHardMiner<double> batch_hard;
+  check_second_call_allocates_nothing([&] { batch_hard.mine(f.emb, f.y, triplets); });
+  BatchEasyHardMiner<double> easy_hard;
+  check_second_call_allocates_nothing([&] { easy_hard.mine(f.emb, f.y, pairs); });
+  TripletMarginMiner<double> triplet_margin;
+  check_second_call_allocates_nothing([&] { triplet_margin.mine(f.emb, f.y, triplets); });
+  PairMarginMiner<double> pair_margin;
+  check_second_call_allocates_nothing([&] { pair_margin.mine(f.emb, f.y, pairs); });
+  MultiSimilarityMiner<double> multi_similarity;
+  check_second_call_allocates_nothing([&] { multi_similarity.mine(f.emb, f.y, pairs); });
 }

@@ -84,8 +84,6 @@ class ContrastiveLoss {
     // pytorch-metric-learning returns a zero loss when every list of the pair tuple has at most one entry.
     if (tuple_is_trivial(mined, labels)) return Scalar(0);
 
-    dist_.compute_self(distance, emb, stats_);
-    auto M = dist_.matrix();
     const detail::ReduceMode mode = detail::resolve_reduction(reduction, detail::ReduceMode::mean_nonzero);
     const bool inv = distance.is_inverted();
     // d(element)/dM for an active element: pos = relu(margin(M, pm)), neg = relu(margin(nm, M)).
@@ -94,67 +92,93 @@ class ContrastiveLoss {
     auto pos_elem = [&](Scalar m) { const Scalar v = distance.margin(m, pos_margin); return v > Scalar(0) ? v : Scalar(0); };
     auto neg_elem = [&](Scalar m) { const Scalar v = distance.margin(neg_margin, m); return v > Scalar(0) ? v : Scalar(0); };
 
-    detail::PartTotals<Scalar> pos, neg;
-    if (mined.none()) {
-      // Every ordered pair, row by row: per-row totals, merged in row order (deterministic).
-      row_pos_.resize(static_cast<std::size_t>(n));
-      row_neg_.resize(static_cast<std::size_t>(n));
-      auto row_totals = [&](Index i) {
-        detail::PartTotals<Scalar> tp, tn;
-        for (Index j = 0; j < n; ++j) {
-          if (j == i) continue;
-          if (labels[i] == labels[j]) tp.add(pos_elem(M(i, j)));
-          else tn.add(neg_elem(M(i, j)));
-        }
-        row_pos_[static_cast<std::size_t>(i)] = tp;
-        row_neg_[static_cast<std::size_t>(i)] = tn;
-      };
-      detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_totals);
-      for (Index i = 0; i < n; ++i) {
-        pos.merge(row_pos_[static_cast<std::size_t>(i)]);
-        neg.merge(row_neg_[static_cast<std::size_t>(i)]);
-      }
-    } else {
+    if (!mined.none()) {
       detail::pairs_from(mined, labels, pairs_);
-      for (std::size_t k = 0; k < pairs_.a1.size(); ++k) pos.add(pos_elem(M(pairs_.a1[k], pairs_.p[k])));
-      for (std::size_t k = 0; k < pairs_.a2.size(); ++k) neg.add(neg_elem(M(pairs_.a2[k], pairs_.n[k])));
+      const Index listed = static_cast<Index>(pairs_.a1.size() + pairs_.a2.size());
+      // A short list needs only its own distances (computed directly); a long one the whole matrix.
+      const bool sparse = listed * 8 < n * n;
+      if (sparse) dist_.prepare_rows(distance, emb, stats_);
+      else dist_.compute_self(distance, emb, stats_);
+      auto at = [&](Index i, Index j) { return sparse ? dist_.entry(i, j) : dist_.matrix()(i, j); };
+      detail::PartTotals<Scalar> pos, neg;
+      for (std::size_t k = 0; k < pairs_.a1.size(); ++k) pos.add(pos_elem(at(pairs_.a1[k], pairs_.p[k])));
+      for (std::size_t k = 0; k < pairs_.a2.size(); ++k) neg.add(neg_elem(at(pairs_.a2[k], pairs_.n[k])));
+      Scalar cp = 0, cn = 0;
+      const Scalar value = detail::finish_part(pos, mode, Scalar(0), cp, stats_) +
+                           detail::finish_part(neg, mode, Scalar(0), cn, stats_);
+      if (grad == nullptr) return value;
+      auto G = sparse ? dist_.matrix() : dist_.grad(/*zero=*/true);  // (unused in the sparse mode)
+      auto add = [&](Index i, Index j, Scalar g) {
+        if (sparse) dist_.entry_backward(i, j, g);
+        else G(i, j) += g;
+      };
+      for (std::size_t k = 0; k < pairs_.a1.size(); ++k) {
+        const Index i = pairs_.a1[k], j = pairs_.p[k];
+        const Scalar v = pos_elem(at(i, j));
+        if (v > Scalar(0)) add(i, j, detail::element_coeff(v, cp, mode) * pos_sign);
+      }
+      for (std::size_t k = 0; k < pairs_.a2.size(); ++k) {
+        const Index i = pairs_.a2[k], j = pairs_.n[k];
+        const Scalar v = neg_elem(at(i, j));
+        if (v > Scalar(0)) add(i, j, detail::element_coeff(v, cn, mode) * neg_sign);
+      }
+      if (sparse) dist_.sparse_backward(*grad);
+      else dist_.backward_self(*grad);
+      return value;
+    }
+
+    // Every ordered pair, row by row with whole-row array expressions: per-row totals, merged in row order
+    // (deterministic for any number of threads).
+    dist_.compute_self(distance, emb, stats_);
+    auto M = dist_.matrix();
+    const auto ylab = labels.transpose().array();
+    row_pos_.resize(static_cast<std::size_t>(n));
+    row_neg_.resize(static_cast<std::size_t>(n));
+    auto pos_row = [&](Index i) {  // relu(margin(M, pm)) over the row, whatever the label
+      return (pos_sign * M.row(i).array() - pos_sign * pos_margin).max(Scalar(0));  // exact: signs are +-1
+    };
+    auto neg_row = [&](Index i) {
+      return (neg_sign * M.row(i).array() - neg_sign * neg_margin).max(Scalar(0));
+    };
+    auto row_totals = [&](Index i) {
+      const auto same = (ylab == labels[i]);
+      const auto pv = pos_row(i);
+      const auto nv = neg_row(i);
+      detail::PartTotals<Scalar> tp, tn;
+      tp.count = same.count() - 1;  // without the diagonal
+      tn.count = n - 1 - tp.count;
+      tp.sum = same.select(pv, Scalar(0)).sum() - pos_elem(M(i, i));
+      tp.sum_active = tp.sum;  // relu elements: the sum of those > 0 is the sum
+      tp.active = (same && (pv > Scalar(0))).count() - (pos_elem(M(i, i)) > Scalar(0) ? 1 : 0);
+      tn.sum = (!same).select(nv, Scalar(0)).sum();
+      tn.sum_active = tn.sum;
+      tn.active = ((!same) && (nv > Scalar(0))).count();
+      row_pos_[static_cast<std::size_t>(i)] = tp;
+      row_neg_[static_cast<std::size_t>(i)] = tn;
+    };
+    detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_totals);
+    detail::PartTotals<Scalar> pos, neg;
+    for (Index i = 0; i < n; ++i) {
+      pos.merge(row_pos_[static_cast<std::size_t>(i)]);
+      neg.merge(row_neg_[static_cast<std::size_t>(i)]);
     }
     Scalar cp = 0, cn = 0;
     const Scalar value = detail::finish_part(pos, mode, Scalar(0), cp, stats_) +
                          detail::finish_part(neg, mode, Scalar(0), cn, stats_);
     if (grad == nullptr) return value;
 
-    auto G = dist_.grad(/*zero=*/mined.none() ? false : true);
-    if (mined.none()) {
-      auto row_grad = [&](Index i) {
-        for (Index j = 0; j < n; ++j) {
-          Scalar g = 0;
-          if (j != i) {
-            if (labels[i] == labels[j]) {
-              const Scalar v = pos_elem(M(i, j));
-              if (v > Scalar(0)) g = detail::element_coeff(v, cp, mode) * pos_sign;
-            } else {
-              const Scalar v = neg_elem(M(i, j));
-              if (v > Scalar(0)) g = detail::element_coeff(v, cn, mode) * neg_sign;
-            }
-          }
-          G(i, j) = g;
-        }
-      };
-      detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_grad);
-    } else {
-      for (std::size_t k = 0; k < pairs_.a1.size(); ++k) {
-        const Index i = pairs_.a1[k], j = pairs_.p[k];
-        const Scalar v = pos_elem(M(i, j));
-        if (v > Scalar(0)) G(i, j) += detail::element_coeff(v, cp, mode) * pos_sign;
-      }
-      for (std::size_t k = 0; k < pairs_.a2.size(); ++k) {
-        const Index i = pairs_.a2[k], j = pairs_.n[k];
-        const Scalar v = neg_elem(M(i, j));
-        if (v > Scalar(0)) G(i, j) += detail::element_coeff(v, cn, mode) * neg_sign;
-      }
-    }
-    dist_.backward_self(*grad);
+    // dL/dM: the part's coefficient where the element is > 0 (relu' = 1), 0 elsewhere and on the diagonal.
+    // Pairs (i, j) and (j, i) share their distance and label relation, so dL/dM is symmetric.
+    auto G = dist_.grad(/*zero=*/false);
+    const Scalar gp = cp * pos_sign, gn = cn * neg_sign;
+    auto row_grad = [&](Index i) {
+      const auto same = (ylab == labels[i]);
+      G.row(i) = same.select((pos_row(i) > Scalar(0)).template cast<Scalar>() * gp,
+                             (neg_row(i) > Scalar(0)).template cast<Scalar>() * gn);
+      G(i, i) = 0;
+    };
+    detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_grad);
+    dist_.backward_self_symmetric(*grad);
     return value;
   }
 

@@ -332,6 +332,13 @@ class TripletMarginLoss {
       detail::triplets_from(mined, labels, list_);
       list = &list_;
     }
+    // A short list (e.g. one triplet per anchor from a batch-hard miner) needs only its own distances:
+    // computed directly, O(list * d), instead of the n x n matrix and its backward.
+    const Index n = emb.rows();
+    if (3 * list->size() * 8 < n * n) {
+      dist_.prepare_rows(distance, emb, stats_);
+      return from_list_sparse(*list, grad);
+    }
     dist_.compute_self(distance, emb, stats_);
     return from_list(*list, grad);
   }
@@ -658,11 +665,47 @@ class TripletMarginLoss {
     return finish(total, mode, grad);
   }
 
+  /// from_list() through the distance engine's sparse mode: each triplet's distances computed directly.
+  Scalar from_list_sparse(const MinedTriplets& list, RowMatrixRef<Scalar>* grad) {
+    const detail::ReduceMode mode = detail::resolve_reduction(reduction, detail::ReduceMode::mean_nonzero);
+    const bool inv = distance.is_inverted();
+    const Scalar s = inv ? Scalar(-1) : Scalar(1);
+    const std::size_t T = list.a.size();
+    unit_.resize(T);
+    share_.resize(T);
+    Totals total;
+    for (std::size_t k = 0; k < T; ++k) {
+      const Index a = list.a[k], p = list.p[k], q = list.n[k];
+      Scalar an = dist_.entry(a, q), share = 1;
+      if (swap) swap_choice(inv, an, dist_.entry(p, q), an, share);
+      Scalar w = 0;
+      total.add(double(element(violation(inv, dist_.entry(a, p), an, margin), mode, w)));
+      unit_[k] = w;
+      share_[k] = share;
+    }
+    double coeff = 0;
+    const double value = detail::finish_part(total, mode, 0.0, coeff, stats_);
+    if (grad == nullptr) return static_cast<Scalar>(value);
+    const Scalar c = static_cast<Scalar>(coeff);
+    for (std::size_t k = 0; k < T; ++k) {
+      const Scalar w = unit_[k] * c;
+      if (w == Scalar(0)) continue;
+      const Index a = list.a[k], p = list.p[k], q = list.n[k];
+      const Scalar share = share_[k];
+      dist_.entry_backward(a, p, s * w);
+      if (share != Scalar(0)) dist_.entry_backward(a, q, -s * w * share);
+      if (share != Scalar(1)) dist_.entry_backward(p, q, -s * w * (Scalar(1) - share));
+    }
+    dist_.sparse_backward(*grad);
+    return static_cast<Scalar>(value);
+  }
+
   detail::LossDistanceMatrix<Scalar> dist_;
   std::vector<Totals> anchor_totals_;
   std::vector<Scratch> scratch_;
   MinedTriplets list_;
   std::vector<Index> pos_, neg_;
+  std::vector<Scalar> unit_, share_;  // per-triplet unit gradients and swap shares (sparse path)
   LossStats stats_;
 };
 

@@ -78,28 +78,37 @@ class LossDistanceMatrix {
   }
 
   /// dL/dX for M = dist(X, X), from the contents of grad() (which it overwrites).
-  void backward_self(RowMatrixRef<Scalar> dX) {
+  void backward_self(RowMatrixRef<Scalar> dX, bool symmetric = false) {
     KSHOT_ASSERT(self_);
     Map dXn = ws_.matrix(kDX, n_, d_);
     to_distance_grad();
     Map A = ws_.matrix(kG, n_, m_);
     Map Xn = xn();
-    // M is symmetric: row i gets the shares of M(i, j) and M(j, i).
+    // M is symmetric: row i gets the shares of M(i, j) and M(j, i), T = A + A^T. When the caller knows A is
+    // symmetric, T = 2A and the transposed pass is skipped.
     Map T = ws_.matrix(kT, n_, n_);
-    add_transpose(T, A);
+    if (!symmetric) add_transpose(T, A);
+    const Map& S = symmetric ? A : T;
+    const Scalar twice = symmetric ? Scalar(2) : Scalar(1);
     if (dist_.kind == DistanceKind::lp && dist_.p != 2) {
+      if (symmetric) T = Scalar(2) * A;
       lp_direct_backward(Xn, Xn, T, dXn, nullptr);
     } else if (dist_.kind == DistanceKind::lp) {
       // E2 = |xi|^2 + |xj|^2 - 2 xi.xj:  dX = 2 (diag(T 1) X - T X)
       VecMap r = ws_.vector(kR, n_);
-      r = T.rowwise().sum();
-      product(dXn, T, Xn);
-      dXn = Scalar(2) * (r.asDiagonal() * Xn - dXn);
+      r = S.rowwise().sum();
+      product(dXn, S, Xn);
+      dXn = (Scalar(2) * twice) * (r.asDiagonal() * Xn - dXn);
     } else {
-      product(dXn, T, Xn);
+      product(dXn, S, Xn);
+      if (symmetric) dXn *= Scalar(2);
     }
     normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
   }
+
+  /// backward_self() for a dL/dM the caller knows to be symmetric (dL/dM(i, j) = dL/dM(j, i)), which skips the
+  /// transposed pass.
+  void backward_self_symmetric(RowMatrixRef<Scalar> dX) { backward_self(dX, true); }
 
   /// dL/dX and dL/dY for M = dist(X, Y), from the contents of grad() (which it overwrites). Pass a 0 x 0
   /// dY to skip it.
@@ -131,6 +140,89 @@ class LossDistanceMatrix {
     }
     normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
     if (want_y) normalize_backward(ws_.matrix(kY, m_, d_), ynorm(), dYn, dY);
+  }
+
+  // ---- Sparse mode: a few entries of dist(X, X) without the n x n matrix ------------------------------------
+  // For a short list of pairs (a mined tuple much smaller than n^2), computing the needed entries directly and
+  // scattering their gradients costs O(pairs * d) instead of two n x n x d products.
+
+  /// Normalises the rows of X (as compute_self does) without forming the matrix; then entry() and
+  /// entry_backward() work on single pairs, and sparse_backward() finishes the gradient.
+  void prepare_rows(const LossDistance& dist, const ConstRowMatrixRef<Scalar>& X, LossStats& stats) {
+    self_ = true;
+    setup(dist, X.rows(), X.rows(), X.cols());
+    normalize_rows(X, xn(), xnorm(), stats);
+    ws_.matrix(kDX, n_, d_).setZero();
+  }
+
+  /// dist(x_i, x_j) on the normalised rows, by direct subtraction (or a dot product), raised to the power.
+  Scalar entry(Index i, Index j) {
+    Map Xn = xn();
+    Scalar base;
+    if (dist_.kind != DistanceKind::lp) {
+      base = Xn.row(i).dot(Xn.row(j));
+    } else if (dist_.p == 2) {
+      if (i == j) return Scalar(0);
+      const Scalar e2 = (Xn.row(i) - Xn.row(j)).squaredNorm();
+      if (dist_.power == 2) return e2;
+      base = std::sqrt(e2);
+    } else if (dist_.p == 1) {
+      base = (Xn.row(i) - Xn.row(j)).cwiseAbs().sum();
+    } else {
+      const Scalar p = Scalar(dist_.p);
+      Scalar acc = 0;
+      for (Index k = 0; k < d_; ++k) acc += std::pow(std::abs(Xn(i, k) - Xn(j, k)), p);
+      base = std::pow(acc, Scalar(1) / p);
+    }
+    return dist_.power == 1 ? base : std::pow(base, Scalar(dist_.power));
+  }
+
+  /// Adds g * d entry(i, j) / d(x̂_i, x̂_j) to the sparse gradient buffer.
+  void entry_backward(Index i, Index j, Scalar g) {
+    if (g == Scalar(0)) return;
+    Map Xn = xn();
+    Map dXn = ws_.matrix(kDX, n_, d_);
+    const Scalar power = Scalar(dist_.power);
+    if (dist_.kind != DistanceKind::lp) {
+      if (dist_.power != 1) g *= power * std::pow(Xn.row(i).dot(Xn.row(j)), power - Scalar(1));
+      dXn.row(i) += g * Xn.row(j);
+      dXn.row(j) += g * Xn.row(i);
+      return;
+    }
+    if (i == j) return;
+    if (dist_.p == 2) {
+      const Scalar e2 = (Xn.row(i) - Xn.row(j)).squaredNorm();
+      Scalar c;  // dL/d(E²)
+      if (dist_.power == 2) {
+        c = g;
+      } else {
+        const Scalar e = std::sqrt(e2);
+        if (!(e > Scalar(0))) return;  // torch.cdist's zero sub-gradient
+        c = g * power * std::pow(e, power - Scalar(1)) / (Scalar(2) * e);
+      }
+      dXn.row(i) += (Scalar(2) * c) * (Xn.row(i) - Xn.row(j));
+      dXn.row(j) -= (Scalar(2) * c) * (Xn.row(i) - Xn.row(j));
+      return;
+    }
+    const Scalar e = [&] {
+      const Scalar m = entry(i, j);
+      return dist_.power == 1 ? m : std::pow(m, Scalar(1) / power);
+    }();
+    if (!(e > Scalar(0))) return;
+    if (dist_.power != 1) g *= power * std::pow(e, power - Scalar(1));
+    const Scalar p = Scalar(dist_.p);
+    for (Index k = 0; k < d_; ++k) {
+      const Scalar diff = Xn(i, k) - Xn(j, k);
+      const Scalar sgn = diff > 0 ? Scalar(1) : (diff < 0 ? Scalar(-1) : Scalar(0));
+      const Scalar t = dist_.p == 1 ? sgn : sgn * std::pow(std::abs(diff) / e, p - Scalar(1));
+      dXn(i, k) += g * t;
+      dXn(j, k) -= g * t;
+    }
+  }
+
+  /// dL/dX from the gradients entry_backward() accumulated.
+  void sparse_backward(RowMatrixRef<Scalar> dX) {
+    normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), ws_.matrix(kDX, n_, d_), dX);
   }
 
   /// Pre-sizes the buffers for an n x m matrix over d columns.
