@@ -48,6 +48,8 @@ YARDSTICK_OF = {
     "pairwise_": lambda case: "eigen_gemm_" + case.split("_", 2)[2],
     # sampling_gather_<N>w<K>s<Q>q_c<C>_d<D> -> sampling_memcpy_rows_<N>w<K>s<Q>q_c<C>_d<D>
     "sampling_gather_": lambda case: "sampling_memcpy_rows_" + case[len("sampling_gather_"):],
+    # loss_<name>_f32_n<N>_d<D> -> eigen_gemm_f32_<N>x<N>x<D> (X X^T of the batch)
+    "loss_": lambda case: "eigen_gemm_f32_{0}x{0}x{1}".format(*re.search(r"_n(\d+)_d(\d+)$", case).groups()),
 }
 
 # Absolute floors on kshot's own rate: case prefix -> (peer name, threads, minimum calls per second). A kshot case
@@ -83,6 +85,13 @@ TARGETS = {
     },
 }
 
+# Metric-learning losses (bench_losses.cpp, peers/pml_losses.py): every loss against the same-shape GEMM (at any
+# thread count) and against pytorch-metric-learning on one thread.
+TARGETS["loss_"] = {
+    "eigen_gemm_same_shape": (1 / 3, "loss value + gradient within 3x one same-shape GEMM (X X^T)"),
+    "pytorch-metric-learning": (3.0, ">= 3x pytorch-metric-learning forward + backward (1 thread)", 1),
+}
+
 # Notes printed under the table for a (case prefix, peer) pair.
 PEER_NOTES = {
     ("pairwise_sqeuclidean_", "torch.cdist"):
@@ -110,6 +119,14 @@ PEER_NOTES = {
         "torch (easyfsl formula) is easyfsl's PrototypicalNetworks computation written in plain PyTorch "
         "(prototypes by nonzero/mean per label, -torch.cdist scores, F.cross_entropy, backward), used because "
         "KSHOT_EASYFSL_SRC did not name an easyfsl source tree; it times the same as easyfsl within noise.",
+    ("loss_", "eigen_gemm_same_shape"):
+        "For the loss_* rows, eigen_gemm_same_shape is `out.noalias() = x * x.transpose()` on the same N x 128 "
+        "float batch in the same binary and run: a speedup of 0.333 or more means value + gradient within 3x one "
+        "GEMM of the distance matrix's shape.",
+    ("loss_", "pytorch-metric-learning"):
+        "pytorch-metric-learning is PML itself, imported from the source tree named by KSHOT_PML_SRC "
+        "(benchmarks/peers/pml_losses.py), with its defaults, forward and backward in PyTorch on the same shapes "
+        "and label structure (4 rows per class); rows with no time are cases PML cannot run here (see their note).",
     ("fewshot_eval_", None):
         "fewshot_eval_* has no peer: one call is evaluate_episodes over 10,000 episodes (sample, gather, fit, "
         "predict, count), so episodes/s = 10,000 / the kshot time; no target.",
@@ -184,9 +201,14 @@ def longest_prefix(table, case):
     return max(keys, key=len) if keys else None
 
 
-def target_for(case, peer):
+def target_for(case, peer, threads):
+    """(minimum speedup, wording) for the row, or None. A target may carry a third element: the only thread
+    count it applies to."""
     prefix = longest_prefix(TARGETS, case)
-    return TARGETS[prefix].get(peer) if prefix else None
+    t = TARGETS[prefix].get(peer) if prefix else None
+    if t is not None and len(t) > 2 and t[2] != threads:
+        return None
+    return t
 
 
 def build_rows(kshot, peers):
@@ -235,7 +257,7 @@ def build_rows(kshot, peers):
             row.update(c)
             ps, ks = row.get("peer_seconds"), row["kshot_seconds"]
             row["speedup"] = ps / ks if ps and ks else None
-            t = target_for(case, row["peer"]) if row["peer"] else None
+            t = target_for(case, row["peer"], threads) if row["peer"] else None
             row["target"] = t[0] if t else None
             row["status"] = None if t is None or row["speedup"] is None else (
                 "PASS" if row["speedup"] >= t[0] else "MISS")

@@ -14,6 +14,7 @@
 #include "kshot/core/types.hpp"
 #include "kshot/losses/common.hpp"
 #include "kshot/losses/detail/distance_matrix.hpp"
+#include "kshot/losses/detail/pair_masks.hpp"
 #include "kshot/losses/triplet.hpp"
 
 #include <algorithm>
@@ -23,6 +24,99 @@
 #include <vector>
 
 namespace kshot {
+
+namespace detail {
+namespace margin_rows {
+
+/// Sums and counts of one row's hinge terms, by side.
+template <class Scalar>
+struct HingeRow {
+  Scalar pos_sum = 0, pos_count = 0, neg_sum = 0, neg_count = 0;
+};
+
+/**
+ * @brief One row of the margin loss in label order: the positives are the columns [bs, be) but r, the
+ * negatives the columns outside [bs, be). pos_j = (x_j − b) + m and neg_j = (b − x_j) + m (the other way
+ * round when `inverted`); sums and counts of those > 0 by side, and, when g is not null, g_j = gp for an
+ * active positive, gn for an active negative, and 0 elsewhere (r included): every entry of the row written.
+ *
+ * Vectorised with Eigen's packet primitives over the whole row, whatever its alignment: packets clear of
+ * [bs, be) take the negatives' path, the few that meet it pick each lane's side by its column. Each term is
+ * the same rounded expression as the scalar form (detail::relu_row's), so the results depend on the row,
+ * r, bs and be only.
+ */
+template <class Scalar>
+void hinge_row(const Scalar* x, Index n, Index r, Index bs, Index be, Scalar b, Scalar m, bool inverted, Scalar gp,
+               Scalar gn, Scalar* g, HingeRow<Scalar>& out) noexcept {
+  namespace ei = Eigen::internal;
+  using P = typename ei::packet_traits<Scalar>::type;
+  constexpr Index S = ei::packet_traits<Scalar>::size;
+  const P pb = ei::pset1<P>(b), pm = ei::pset1<P>(m), zero = ei::pset1<P>(Scalar(0)), one = ei::pset1<P>(Scalar(1));
+  const P pgp = ei::pset1<P>(gp), pgn = ei::pset1<P>(gn);
+  P sp = zero, cp = zero, sn = zero, cn = zero;
+  // Column numbers as Scalars (exact below 2^24 for float: far beyond any n x n matrix that fits in memory).
+  P lane = zero;
+  {
+    Scalar tmp[S];
+    for (Index k = 0; k < S; ++k) tmp[k] = Scalar(k);
+    lane = ei::ploadu<P>(tmp);
+  }
+  const P pbs = ei::pset1<P>(Scalar(bs)), pbe = ei::pset1<P>(Scalar(be)), pr = ei::pset1<P>(Scalar(r));
+  Index j = 0;
+  for (; j + S <= n; j += S) {
+    const P v = ei::ploadu<P>(x + j);
+    const P up = ei::padd(ei::psub(v, pb), pm);  // (x - b) + m
+    const P down = ei::padd(ei::psub(pb, v), pm);  // (b - x) + m
+    const P neg_v = inverted ? up : down;
+    if (j + S <= bs || j >= be) {
+      const P mask = ei::pcmp_lt(zero, neg_v);
+      sn = ei::padd(sn, ei::pand(mask, neg_v));
+      cn = ei::padd(cn, ei::pand(mask, one));
+      if (g != nullptr) ei::pstoreu(g + j, ei::pand(mask, pgn));
+      continue;
+    }
+    const P pos_v = inverted ? down : up;
+    const P col = ei::padd(ei::pset1<P>(Scalar(j)), lane);
+    const P in_block = ei::pand(ei::pcmp_le(pbs, col), ei::pcmp_lt(col, pbe));
+    const P is_pos = ei::pandnot(in_block, ei::pcmp_eq(col, pr));
+    const P pmask = ei::pand(is_pos, ei::pcmp_lt(zero, pos_v));
+    const P nmask = ei::pandnot(ei::pcmp_lt(zero, neg_v), in_block);
+    sp = ei::padd(sp, ei::pand(pmask, pos_v));
+    cp = ei::padd(cp, ei::pand(pmask, one));
+    sn = ei::padd(sn, ei::pand(nmask, neg_v));
+    cn = ei::padd(cn, ei::pand(nmask, one));
+    if (g != nullptr) ei::pstoreu(g + j, ei::por(ei::pand(pmask, pgp), ei::pand(nmask, pgn)));
+  }
+  Scalar tsp = 0, tcp = 0, tsn = 0, tcn = 0;
+  for (; j < n; ++j) {
+    Scalar gj = 0;
+    if (j >= bs && j < be) {
+      if (j != r) {
+        const Scalar v = (inverted ? b - x[j] : x[j] - b) + m;
+        if (v > Scalar(0)) {
+          tsp += v;
+          tcp += Scalar(1);
+          gj = gp;
+        }
+      }
+    } else {
+      const Scalar v = (inverted ? x[j] - b : b - x[j]) + m;
+      if (v > Scalar(0)) {
+        tsn += v;
+        tcn += Scalar(1);
+        gj = gn;
+      }
+    }
+    if (g != nullptr) g[j] = gj;
+  }
+  out.pos_sum = ei::predux(sp) + tsp;
+  out.pos_count = ei::predux(cp) + tcp;
+  out.neg_sum = ei::predux(sn) + tsn;
+  out.neg_count = ei::predux(cn) + tcn;
+}
+
+}  // namespace margin_rows
+}  // namespace detail
 
 /**
  * @brief Margin loss: positives should lie within beta − margin of the anchor, negatives beyond
@@ -49,9 +143,11 @@ namespace kshot {
  *
  * Triplets: every (a, p, n) with a != p, label(a) = label(p) != label(n) when nothing is mined and
  * `triplets_per_anchor` = 0, streamed per anchor in O(n) each (pos and neg separate, so the P·N triplets of
- * an anchor are never formed; memory O(n^2)); k > 0 random triplets per anchor (detail::
- * draw_random_triplets: kshot's RandomStream(seed, anchor), not torch's generator, so the draw differs from
- * pytorch-metric-learning's); mined triplets as given, mined pairs joined per anchor (convert_to_triplets).
+ * an anchor are never formed; memory O(n^2)), with the rows in label order so that each anchor's positives
+ * are one block of its row and one vectorised pass covers the row (detail::margin_rows::hinge_row); k > 0
+ * random triplets per anchor (detail::draw_random_triplets: kshot's RandomStream(seed, anchor), not
+ * torch's generator, so the draw differs from pytorch-metric-learning's); mined triplets as given, mined
+ * pairs joined per anchor (convert_to_triplets).
  *
  * Defaults follow pytorch-metric-learning: margin 0.2, nu 0, beta {1.2}, learn_beta off, every triplet,
  * Euclidean distance on L2-normalised embeddings. Per-class beta has one entry per class, and every label
@@ -72,7 +168,8 @@ namespace kshot {
  * @tparam Scalar float or double.
  * @note One object per thread: evaluate() uses the object's workspace; a second call with the same shapes
  * (and thread count) allocates nothing of kshot's own. The elementwise phase is row-parallel with per-anchor
- * totals merged in anchor order, so results are bitwise identical for any thread count.
+ * totals merged in row order (label order for every triplet of the labels, list order for a list), so
+ * results are bitwise identical for any thread count.
  */
 template <class Scalar = float>
 class MarginLoss {
@@ -113,9 +210,8 @@ class MarginLoss {
   /// Pre-sizes the workspace for n embeddings of dimension d.
   void reserve(Index n, Index d) {
     dist_.reserve(n, n, d);
+    order_.reserve(n, d);
     anchors_.reserve(static_cast<std::size_t>(n));
-    if (scratch_.empty()) scratch_.resize(1);
-    scratch_[0].resize(n);
     class_triplets_.reserve(static_cast<std::size_t>(beta.size()));
     beta_unit_.reserve(static_cast<std::size_t>(beta.size()));
   }
@@ -179,13 +275,15 @@ class MarginLoss {
       detail::triplets_from(mined, labels, list_);
       list = &list_;
     }
-    dist_.compute_self(distance, emb, stats_);
     const bool want = grad != nullptr;
     AnchorTotals total;
     if (list == nullptr) {
+      // Every triplet of the labels: rows in label order, so each row's positives are one block.
+      order_.build(labels);
+      dist_.compute_self(distance, order_.sorted(emb), stats_);
       total = stream(labels, want);
-      stats_.skipped_anchors = detail::anchors_without_triplets(labels);
     } else {
+      dist_.compute_self(distance, emb, stats_);
       total = from_list(labels, *list, want);
     }
     if (total.count == 0) return Scalar(0);  // pytorch-metric-learning's zero loss, regulariser included
@@ -240,93 +338,65 @@ class MarginLoss {
       }
     }
     if (want && coeff != 0) {
-      auto G = dist_.grad(/*zero=*/false);
-      G *= Scalar(coeff);
-      dist_.backward_self(*grad);
+      if (list == nullptr) {
+        order_.finish_gradient(dist_, *grad, Scalar(coeff));
+      } else {
+        auto G = dist_.grad(/*zero=*/false);
+        G *= Scalar(coeff);
+        dist_.backward_self(*grad);
+      }
     }
     return Scalar(value);
   }
 
-  /// One chunk's scratch, sized for n rows; grows only.
-  struct Scratch {
-    std::vector<Index> pos, neg;
-    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> pv, nv, ph, nh;
-    void resize(Index n) {
-      const auto m = static_cast<std::size_t>(n) + 1;
-      for (auto* v : {&pos, &neg})
-        if (v->size() < m) v->resize(m);
-      for (auto* v : {&pv, &nv, &ph, &nh})
-        if (v->size() < m) v->resize(m);
-    }
-  };
-
-  /// Every triplet of the labels, anchor by anchor (row-parallel), merged in anchor order. Each anchor's
-  /// pos and neg terms are computed once per positive and once per negative (O(n) per anchor); the unit
-  /// gradients (before the part's coefficient) go to row a of grad().
+  /// Every triplet of the labels, row by row in label order (row-parallel), merged in row order. Each row's
+  /// pos and neg terms are computed once per positive and once per negative (O(n) per anchor, one
+  /// vectorised pass); the unit gradients (before the part's coefficient) go to row r of grad().
   AnchorTotals stream(const ConstLabelRef& labels, bool want) {
     const Index n = labels.size();
     auto M = dist_.matrix();
-    auto G = want ? dist_.grad(/*zero=*/true) : dist_.matrix();
+    auto G = want ? dist_.grad(/*zero=*/false) : dist_.matrix();
     anchors_.assign(static_cast<std::size_t>(n), AnchorTotals{});
     const bool inv = distance.is_inverted();
     const Scalar s = inv ? Scalar(-1) : Scalar(1);  // d pos / dM; d neg / dM = -s; d pos / d beta = -s
-    const Scalar mg = margin;
-    auto anchor = [&](Scratch& sc, Index a) {
-      const Label y = labels[a];
+    auto row = [&](Index r) {
+      const Index a = order_.original(r);
       const Scalar b = beta[beta_index(labels, a)];
-      Index P = 0, N = 0;
-      for (Index j = 0; j < n; ++j) {
-        if (j == a) continue;
-        if (labels[j] == y) {
-          sc.pos[static_cast<std::size_t>(P)] = j;
-          sc.pv[static_cast<std::size_t>(P++)] = M(a, j);
-        } else {
-          sc.neg[static_cast<std::size_t>(N)] = j;
-          sc.nv[static_cast<std::size_t>(N++)] = M(a, j);
-        }
+      const detail::pair_rows::Runs pos = order_.positives(r), neg = order_.negatives(r);
+      const Index P = pos.size(), N = neg.size();
+      if (P == 0 || N == 0) {
+        if (want) G.row(r).setZero();
+        return;
       }
-      if (P == 0 || N == 0) return;
-      Scalar* ph = want ? sc.ph.data() : nullptr;
-      Scalar* nh = want ? sc.nh.data() : nullptr;
-      if (want) {
-        std::fill(ph, ph + P, Scalar(0));
-        std::fill(nh, nh + N, Scalar(0));
-      }
-      // pos = margin(d, b) + margin and neg = margin(b, d) + margin, as (d - b) + m or (b - d) + m.
-      Scalar sp = 0, cp = 0, sn = 0, cn = 0;
-      if (inv) {
-        detail::relu_row<false>(b, mg, sc.pv.data(), P, ph, sp, cp);
-        detail::relu_row<true>(b, mg, sc.nv.data(), N, nh, sn, cn);
-      } else {
-        detail::relu_row<true>(b, mg, sc.pv.data(), P, ph, sp, cp);
-        detail::relu_row<false>(b, mg, sc.nv.data(), N, nh, sn, cn);
-      }
-      const auto cpi = static_cast<Index>(cp), cni = static_cast<Index>(cn);
-      AnchorTotals& t = anchors_[static_cast<std::size_t>(a)];
-      // Each pos term appears once per negative, each neg term once per positive.
-      t.sum = double(N) * double(sp) + double(P) * double(sn);
+      // pos = margin(d, b) + margin and neg = margin(b, d) + margin, as (d - b) + m or (b - d) + m. Each pos
+      // term appears once per negative, each neg term once per positive.
+      const Scalar gp = s * Scalar(N), gn = -s * Scalar(P);
+      detail::margin_rows::HingeRow<Scalar> h;
+      detail::margin_rows::hinge_row(&M(r, 0), n, r, pos.begin[0], pos.end[1], b, margin, inv, gp, gn,
+                                     want ? &G(r, 0) : nullptr, h);
+      const auto cpi = static_cast<Index>(h.pos_count), cni = static_cast<Index>(h.neg_count);
+      AnchorTotals& t = anchors_[static_cast<std::size_t>(r)];
+      t.sum = double(N) * double(h.pos_sum) + double(P) * double(h.neg_sum);
       t.count = P * N;
       t.active = P * N - (P - cpi) * (N - cni);
       t.pos_active = N * cpi;
       t.neg_active = P * cni;
       t.beta_unit = double(s) * (double(P * cni) - double(N * cpi));
-      if (want) {
-        const Scalar gp = s * Scalar(N), gn = -s * Scalar(P);
-        for (Index i = 0; i < P; ++i) G(a, sc.pos[static_cast<std::size_t>(i)]) = gp * ph[i];
-        for (Index j = 0; j < N; ++j) G(a, sc.neg[static_cast<std::size_t>(j)]) = gn * nh[j];
-      }
     };
-    detail::for_anchor_chunks(n, double(n) * double(n) * 6, scratch_, anchor);
+    detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row);
     AnchorTotals total;
-    for (Index a = 0; a < n; ++a) {
-      const AnchorTotals& t = anchors_[static_cast<std::size_t>(a)];
-      if (t.count == 0) continue;
+    for (Index r = 0; r < n; ++r) {
+      const AnchorTotals& t = anchors_[static_cast<std::size_t>(r)];
+      if (t.count == 0) {
+        ++stats_.skipped_anchors;
+        continue;
+      }
       total.sum += t.sum;
       total.count += t.count;
       total.active += t.active;
       total.pos_active += t.pos_active;
       total.neg_active += t.neg_active;
-      const auto c = static_cast<std::size_t>(beta_index(labels, a));
+      const auto c = static_cast<std::size_t>(beta_index(labels, order_.original(r)));
       beta_unit_[c] += t.beta_unit;
       class_triplets_[c] += t.count;
     }
@@ -368,8 +438,8 @@ class MarginLoss {
   }
 
   detail::LossDistanceMatrix<Scalar> dist_;
+  detail::pair_rows::LabelOrder<Scalar> order_;
   std::vector<AnchorTotals> anchors_;
-  std::vector<Scratch> scratch_;
   std::vector<Index> class_triplets_;  ///< triplets per beta entry
   std::vector<double> beta_unit_;      ///< d(sum of elements) / d beta, per beta entry
   MinedTriplets list_;
