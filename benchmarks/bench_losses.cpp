@@ -9,7 +9,8 @@
 //                               pre-generated batch (standard normal rows, labels i / 4 over N / 4 classes,
 //                               shuffled) with a reused loss object; triplet_batchhard also runs
 //                               BatchHardMiner::mine inside the iteration, as the peer does
-//   eigen_gemm_f32_<N>x<N>x128  `out.noalias() = a * a.transpose()` on the same batch
+//   loss_yardstick_gemm_f32_<N>x<N>x128  `out.noalias() = a * a.transpose()` on the same batch (named loss_* so
+//                               that `scripts/bench loss_` runs it with the losses)
 //
 // Each case is validated before timing: its float value and gradient must agree with the same loss evaluated in
 // double on the same batch (value to 1e-3 relative, gradient to 1e-2 in norm) and be finite.
@@ -207,7 +208,7 @@ void add(const std::string& name) {
 void register_all() {
   for (Index n : sizes)
     for (int t : thread_counts) {
-      const std::string label = "eigen_gemm_f32_" + std::to_string(n) + "x" + std::to_string(n) + "x" + std::to_string(dim);
+      const std::string label = "loss_yardstick_gemm_f32_" + std::to_string(n) + "x" + std::to_string(n) + "x" + std::to_string(dim);
       benchmark::RegisterBenchmark((label + "/omp:" + std::to_string(t)).c_str(), bm_gemm, n, t, label)
           ->UseRealTime()
           ->Unit(benchmark::kMicrosecond);

@@ -40,6 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YARDSTICKS = {
     "eigen_gemm_": "eigen_gemm_same_shape",
     "sampling_memcpy_rows_": "memcpy_same_rows",
+    "loss_yardstick_gemm_": "eigen_gemm_same_shape",
 }
 
 # Which yardstick a kshot case is compared with: case prefix -> function(case) -> the yardstick's label.
@@ -48,8 +49,8 @@ YARDSTICK_OF = {
     "pairwise_": lambda case: "eigen_gemm_" + case.split("_", 2)[2],
     # sampling_gather_<N>w<K>s<Q>q_c<C>_d<D> -> sampling_memcpy_rows_<N>w<K>s<Q>q_c<C>_d<D>
     "sampling_gather_": lambda case: "sampling_memcpy_rows_" + case[len("sampling_gather_"):],
-    # loss_<name>_f32_n<N>_d<D> -> eigen_gemm_f32_<N>x<N>x<D> (X X^T of the batch)
-    "loss_": lambda case: "eigen_gemm_f32_{0}x{0}x{1}".format(*re.search(r"_n(\d+)_d(\d+)$", case).groups()),
+    # loss_<name>_f32_n<N>_d<D> -> loss_yardstick_gemm_f32_<N>x<N>x<D> (X X^T of the batch)
+    "loss_": lambda case: "loss_yardstick_gemm_f32_{0}x{0}x{1}".format(*re.search(r"_n(\d+)_d(\d+)$", case).groups()),
 }
 
 # Absolute floors on kshot's own rate: case prefix -> (peer name, threads, minimum calls per second). A kshot case
