@@ -15,10 +15,88 @@
 #include "kshot/losses/common.hpp"
 #include "kshot/losses/detail/distance_matrix.hpp"
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
 namespace kshot {
+
+namespace detail {
+
+/// Totals of one row of the contrastive loss (see contrastive_row_totals).
+template <class Scalar>
+struct ContrastiveRowTotals {
+  Scalar pos_sum = 0, neg_sum = 0;
+  Index pos_count = 0, pos_active = 0, neg_active = 0;
+};
+
+/**
+ * @brief Sums over one row of the distance matrix: relu(ps (m - pm)) over the entries whose label equals
+ * `li` and relu(ns (m - nm)) over the others, with their counts.
+ *
+ * `lab` holds the labels as dense class ids converted to Scalar (exact), so that the label test is a packet
+ * comparison: the row runs in Eigen packets with masks (Eigen's boolean array expressions are not vectorised,
+ * and cost more than the distance GEMM). Counts are accumulated as Scalar (exact below 2^24 per lane). The
+ * lanes are reduced in a fixed order, so the result does not depend on the thread that runs the row.
+ */
+template <class Scalar>
+ContrastiveRowTotals<Scalar> contrastive_row_totals(const Scalar* m, const Scalar* lab, Index n, Scalar li, Scalar ps,
+                                                    Scalar pm, Scalar ns, Scalar nm) noexcept {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<Scalar>::type;
+  constexpr Index width = ei::packet_traits<Scalar>::size;
+  const Packet zero = ei::pset1<Packet>(Scalar(0)), one = ei::pset1<Packet>(Scalar(1));
+  const Packet lip = ei::pset1<Packet>(li), psp = ei::pset1<Packet>(ps), pmp = ei::pset1<Packet>(pm);
+  const Packet nsp = ei::pset1<Packet>(ns), nmp = ei::pset1<Packet>(nm);
+  Packet psum = zero, nsum = zero, pc = zero, pa = zero, na = zero;
+  Index j = 0;
+  for (; j + width <= n; j += width) {
+    const Packet mv = ei::ploadu<Packet>(m + j);
+    const Packet same = ei::pcmp_eq(ei::ploadu<Packet>(lab + j), lip);
+    const Packet pv = ei::pmax(ei::pmul(psp, ei::psub(mv, pmp)), zero);
+    const Packet nv = ei::pmax(ei::pmul(nsp, ei::psub(mv, nmp)), zero);
+    psum = ei::padd(psum, ei::pand(same, pv));
+    nsum = ei::padd(nsum, ei::pandnot(nv, same));
+    pc = ei::padd(pc, ei::pand(same, one));
+    pa = ei::padd(pa, ei::pand(ei::pand(same, ei::pcmp_lt(zero, pv)), one));
+    na = ei::padd(na, ei::pandnot(ei::pand(ei::pcmp_lt(zero, nv), one), same));
+  }
+  ContrastiveRowTotals<Scalar> t;
+  t.pos_sum = ei::predux(psum);
+  t.neg_sum = ei::predux(nsum);
+  Scalar pcs = ei::predux(pc), pas = ei::predux(pa), nas = ei::predux(na);
+  for (; j < n; ++j) {
+    const Scalar pv = std::max(ps * (m[j] - pm), Scalar(0));
+    const Scalar nv = std::max(ns * (m[j] - nm), Scalar(0));
+    if (lab[j] == li) {
+      t.pos_sum += pv;
+      pcs += 1;
+      pas += pv > Scalar(0) ? 1 : 0;
+    } else {
+      t.neg_sum += nv;
+      nas += nv > Scalar(0) ? 1 : 0;
+    }
+  }
+  t.pos_count = static_cast<Index>(pcs);
+  t.pos_active = static_cast<Index>(pas);
+  t.neg_active = static_cast<Index>(nas);
+  return t;
+}
+
+/// One row of the contrastive loss's dL/dM: gp where a same-label entry is active, gn where another is.
+template <class Scalar>
+void contrastive_row_grad(const Scalar* __restrict m, const Scalar* __restrict lab, Index n, Scalar li, Scalar ps,
+                          Scalar pm, Scalar ns, Scalar nm, Scalar gp, Scalar gn, Scalar* __restrict g) noexcept {
+  for (Index j = 0; j < n; ++j) {
+    const bool same = lab[j] == li;
+    const Scalar pv = ps * (m[j] - pm), nv = ns * (m[j] - nm);
+    const Scalar a = pv > Scalar(0) ? gp : Scalar(0);
+    const Scalar b = nv > Scalar(0) ? gn : Scalar(0);
+    g[j] = same ? a : b;
+  }
+}
+
+}  // namespace detail
 
 /**
  * @brief Contrastive loss: positive pairs are pulled within `pos_margin`, negative pairs pushed beyond
@@ -127,32 +205,30 @@ class ContrastiveLoss {
       return value;
     }
 
-    // Every ordered pair, row by row with whole-row array expressions: per-row totals, merged in row order
-    // (deterministic for any number of threads).
+    // Every ordered pair, row by row: per-row totals, merged in row order (deterministic for any number of
+    // threads). Plain vectorisable loops: Eigen's boolean-mask expressions do not vectorise and cost more than
+    // the distance GEMM here.
     dist_.compute_self(distance, emb, stats_);
     auto M = dist_.matrix();
-    const auto ylab = labels.transpose().array();
+    const Scalar* lab = dense_labels(labels);
     row_pos_.resize(static_cast<std::size_t>(n));
     row_neg_.resize(static_cast<std::size_t>(n));
-    auto pos_row = [&](Index i) {  // relu(margin(M, pm)) over the row, whatever the label
-      return (pos_sign * M.row(i).array() - pos_sign * pos_margin).max(Scalar(0));  // exact: signs are +-1
-    };
-    auto neg_row = [&](Index i) {
-      return (neg_sign * M.row(i).array() - neg_sign * neg_margin).max(Scalar(0));
-    };
+    // relu(margin(M, pm)) and relu(margin(nm, M)) are pos_sign * (m - pm) and neg_sign * (m - nm) clamped at 0
+    // (exact: the signs are +-1).
+    const Scalar pm = pos_margin, nm = neg_margin;
     auto row_totals = [&](Index i) {
-      const auto same = (ylab == labels[i]);
-      const auto pv = pos_row(i);
-      const auto nv = neg_row(i);
+      const auto t = detail::contrastive_row_totals(M.row(i).data(), lab, n, lab[i], pos_sign, pm, neg_sign, nm);
       detail::PartTotals<Scalar> tp, tn;
-      tp.count = same.count() - 1;  // without the diagonal
+      // Remove the diagonal, which the row counted as a positive pair.
+      const Scalar diag = pos_elem(M(i, i));
+      tp.sum = t.pos_sum - diag;
+      tp.count = t.pos_count - 1;
+      tp.active = t.pos_active - (diag > Scalar(0) ? 1 : 0);
+      tn.sum = t.neg_sum;
       tn.count = n - 1 - tp.count;
-      tp.sum = same.select(pv, Scalar(0)).sum() - pos_elem(M(i, i));
+      tn.active = t.neg_active;
       tp.sum_active = tp.sum;  // relu elements: the sum of those > 0 is the sum
-      tp.active = (same && (pv > Scalar(0))).count() - (pos_elem(M(i, i)) > Scalar(0) ? 1 : 0);
-      tn.sum = (!same).select(nv, Scalar(0)).sum();
       tn.sum_active = tn.sum;
-      tn.active = ((!same) && (nv > Scalar(0))).count();
       row_pos_[static_cast<std::size_t>(i)] = tp;
       row_neg_[static_cast<std::size_t>(i)] = tn;
     };
@@ -172,14 +248,26 @@ class ContrastiveLoss {
     auto G = dist_.grad(/*zero=*/false);
     const Scalar gp = cp * pos_sign, gn = cn * neg_sign;
     auto row_grad = [&](Index i) {
-      const auto same = (ylab == labels[i]);
-      G.row(i) = same.select((pos_row(i) > Scalar(0)).template cast<Scalar>() * gp,
-                             (neg_row(i) > Scalar(0)).template cast<Scalar>() * gn);
+      detail::contrastive_row_grad(M.row(i).data(), lab, n, lab[i], pos_sign, pm, neg_sign, nm, gp, gn, G.row(i).data());
       G(i, i) = 0;
     };
     detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_grad);
     dist_.backward_self_symmetric(*grad);
     return value;
+  }
+
+  /// The labels as dense class ids 0..C-1 (ordered as the labels), converted to Scalar: exact, whatever
+  /// the caller's label values, so that rows compare labels in packets.
+  const Scalar* dense_labels(const ConstLabelRef& labels) {
+    const Index n = labels.size();
+    sorted_.assign(labels.data(), labels.data() + n);
+    std::sort(sorted_.begin(), sorted_.end());
+    sorted_.erase(std::unique(sorted_.begin(), sorted_.end()), sorted_.end());
+    dense_.resize(static_cast<std::size_t>(n));
+    for (Index i = 0; i < n; ++i)
+      dense_[static_cast<std::size_t>(i)] = static_cast<Scalar>(
+          std::lower_bound(sorted_.begin(), sorted_.end(), labels[i]) - sorted_.begin());
+    return dense_.data();
   }
 
   /// pytorch-metric-learning's `all(len(x) <= 1 for x in indices_tuple)`.
@@ -201,6 +289,8 @@ class ContrastiveLoss {
   detail::LossDistanceMatrix<Scalar> dist_;
   MinedPairs pairs_;
   std::vector<detail::PartTotals<Scalar>> row_pos_, row_neg_;
+  std::vector<Label> sorted_;
+  std::vector<Scalar> dense_;
   LossStats stats_;
 };
 

@@ -15,6 +15,7 @@
 #include "kshot/core/types.hpp"
 #include "kshot/losses/common.hpp"
 #include "kshot/losses/detail/distance_matrix.hpp"
+#include "kshot/losses/detail/pair_masks.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -242,6 +243,7 @@ class TripletMarginLoss {
   /// Pre-sizes the workspace for n embeddings of dimension d (one thread's scratch).
   void reserve(Index n, Index d) {
     dist_.reserve(n, n, d);
+    order_.reserve(n, d);
     anchor_totals_.reserve(static_cast<std::size_t>(n));
     if (scratch_.empty()) scratch_.resize(1);
     scratch_[0].resize(n);
@@ -320,8 +322,17 @@ class TripletMarginLoss {
                 detail::cat("triplets_per_anchor is ", triplets_per_anchor, " but must be >= 0 (0 means every triplet)"));
     stats_ = LossStats{};
     if (grad != nullptr) grad->setZero();
+    use_order_ = false;
     if (mined.none() && triplets_per_anchor == 0) {
-      dist_.compute_self(distance, emb, stats_);
+      if (!swap && !smooth_loss) {
+        // Rows in label order: each anchor's positives and negatives are contiguous runs of its row of the
+        // distance matrix (no gather by label, no scattered gradient writes).
+        order_.build(labels);
+        dist_.compute_self(distance, order_.sorted(emb), stats_);
+        use_order_ = true;
+      } else {
+        dist_.compute_self(distance, emb, stats_);
+      }
       return stream(labels, KeepAll{}, /*keep_all=*/true, grad);
     }
     const MinedTriplets* list = mined.triplets();
@@ -348,6 +359,7 @@ class TripletMarginLoss {
                        RowMatrixRef<Scalar>* grad) {
     check_common(emb, labels, grad, kWhereStreaming);
     stats_ = LossStats{};
+    use_order_ = false;
     if (grad != nullptr) grad->setZero();
     selector.prepare(emb, labels);
     dist_.compute_self(distance, emb, stats_);
@@ -371,7 +383,7 @@ class TripletMarginLoss {
     const detail::ReduceMode mode = detail::resolve_reduction(reduction, detail::ReduceMode::mean_nonzero);
     const bool want = grad != nullptr;
     auto M = dist_.matrix();
-    auto G = want ? dist_.grad(/*zero=*/true) : dist_.matrix();
+    auto G = want ? dist_.grad(/*zero=*/false) : dist_.matrix();  // each anchor zeroes its own row
     anchor_totals_.assign(static_cast<std::size_t>(n), Totals{});
     auto anchor = [&](Scratch& sc, Index a) {
       anchor_totals_[static_cast<std::size_t>(a)] = anchor_pass(M, G, labels, filter, keep_all, mode, want, sc, a);
@@ -394,6 +406,10 @@ class TripletMarginLoss {
     double coeff = 0;
     const double value = detail::finish_part(total, mode, 0.0, coeff, stats_);
     if (grad == nullptr || coeff == 0) return static_cast<Scalar>(value);
+    if (use_order_) {
+      order_.finish_gradient(dist_, *grad, static_cast<Scalar>(coeff));
+      return static_cast<Scalar>(value);
+    }
     auto G = dist_.grad(/*zero=*/false);
     G *= static_cast<Scalar>(coeff);
     dist_.backward_self(*grad);
@@ -419,6 +435,28 @@ class TripletMarginLoss {
     }
   }
 
+  /// gather() for rows in label order: the positives and negatives of sorted row r are contiguous runs, so
+  /// their distances are block copies; the column indices are written only when `indices` is set (the
+  /// sorted path needs them, the row path writes the gradient back by runs).
+  template <class MatrixT>
+  void gather_sorted(const MatrixT& M, Index r, Scratch& sc, Index& P, Index& N, bool indices) const {
+    const Scalar* row = M.row(r).data();
+    P = 0;
+    N = 0;
+    order_.positives(r).each([&](Index b, Index len) {
+      std::copy(row + b, row + b + len, sc.pv.data() + P);
+      if (indices)
+        for (Index k = 0; k < len; ++k) sc.pos[static_cast<std::size_t>(P + k)] = b + k;
+      P += len;
+    });
+    order_.negatives(r).each([&](Index b, Index len) {
+      std::copy(row + b, row + b + len, sc.nv.data() + N);
+      if (indices)
+        for (Index k = 0; k < len; ++k) sc.neg[static_cast<std::size_t>(N + k)] = b + k;
+      N += len;
+    });
+  }
+
   /// The element loss and its unit gradient d(element)/dv (0 where the reduction ignores the element).
   Scalar element(Scalar v, detail::ReduceMode mode, Scalar& w) const noexcept {
     if (!smooth_loss) {
@@ -435,8 +473,16 @@ class TripletMarginLoss {
   Totals anchor_pass(const MatrixT& M, GradT& G, const ConstLabelRef& labels, const Filter& filter, bool keep_all,
                      detail::ReduceMode mode, bool want, Scratch& sc, Index a) const {
     Totals t;
+    if (want) G.row(a).setZero();
     Index P = 0, N = 0;
-    gather(M, labels, a, sc, P, N);
+    bool by_runs = false;  // rows in label order on the row path: the gradient row is written by runs
+    if (use_order_) {
+      const Index np = order_.positives(a).size(), nn = order_.negatives(a).size();
+      by_runs = !(keep_all && !swap && !smooth_loss && sorted_path_pays(np, nn));
+      gather_sorted(M, a, sc, P, N, /*indices=*/!by_runs);
+    } else {
+      gather(M, labels, a, sc, P, N);
+    }
     if (P == 0 || N == 0) return t;
     const bool inv = distance.is_inverted();
     const Scalar s = inv ? Scalar(-1) : Scalar(1);  // dv/d(ap); dv/d(an) = -s
@@ -514,7 +560,18 @@ class TripletMarginLoss {
         if (want) pw[i] = pwi;
       }
     }
-    if (want) {
+    if (want && by_runs) {
+      Index k = 0;
+      order_.positives(a).each([&](Index b, Index len) {
+        G.row(a).segment(b, len) = s * pw.segment(k, len).matrix().transpose();
+        k += len;
+      });
+      k = 0;
+      order_.negatives(a).each([&](Index b, Index len) {
+        G.row(a).segment(b, len) = -s * nw.segment(k, len).matrix().transpose();
+        k += len;
+      });
+    } else if (want) {
       for (Index i = 0; i < P; ++i) G(a, sc.pos[static_cast<std::size_t>(i)]) += s * pw[i];
       for (Index j = 0; j < N; ++j) G(a, sc.neg[static_cast<std::size_t>(j)]) -= s * nw[j];
     }
@@ -701,6 +758,8 @@ class TripletMarginLoss {
   }
 
   detail::LossDistanceMatrix<Scalar> dist_;
+  detail::pair_rows::LabelOrder<Scalar> order_;  // rows in label order (all triplets, no swap, no smoothing)
+  bool use_order_ = false;
   std::vector<Totals> anchor_totals_;
   std::vector<Scratch> scratch_;
   MinedTriplets list_;

@@ -81,12 +81,30 @@ class LossDistanceMatrix {
   void backward_self(RowMatrixRef<Scalar> dX, bool symmetric = false) {
     KSHOT_ASSERT(self_);
     Map dXn = ws_.matrix(kDX, n_, d_);
-    to_distance_grad();
     Map A = ws_.matrix(kG, n_, m_);
     Map Xn = xn();
     // M is symmetric: row i gets the shares of M(i, j) and M(j, i), T = A + A^T. When the caller knows A is
     // symmetric, T = 2A and the transposed pass is skipped.
     Map T = ws_.matrix(kT, n_, n_);
+    if (!symmetric && dist_.kind == DistanceKind::lp && dist_.p == 2 && dist_.power == 1) {
+      // Euclidean distances: the chain factor 1 / (2E) is symmetric too, so it is applied once to the sum
+      // T = G + G^T, in the same pass as T's row sums (one pass over n x n less). T is formed in place in A.
+      symmetrize_in_place(A);
+      Map M = ws_.matrix(kM, n_, m_);
+      VecMap r = ws_.vector(kR, n_);
+      auto row = [&](Index i) {
+        auto e = M.row(i).array();
+        auto t = A.row(i).array();
+        t = (e > Scalar(0)).select(t / (Scalar(2) * e), Scalar(0));
+        r[i] = t.sum();
+      };
+      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
+      product(dXn, A, Xn);
+      dXn = Scalar(2) * (r.asDiagonal() * Xn - dXn);
+      normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
+      return;
+    }
+    to_distance_grad();
     if (!symmetric) add_transpose(T, A);
     const Map& S = symmetric ? A : T;
     const Scalar twice = symmetric ? Scalar(2) : Scalar(1);
@@ -292,6 +310,44 @@ class LossDistanceMatrix {
         }
       }
     });
+  }
+
+  /// a = a + a^T in place for a square a, by pairs of tiles (i0, j0) and (j0, i0) with i0 <= j0: each
+  /// tile is read once and written once (add_transpose reads every tile twice and writes a second matrix).
+  static void symmetrize_in_place(Map& a) {
+    const Index n = a.rows();
+    const Index tiles = (n + tile - 1) / tile;
+    parallel_for(
+        tiles, worth_parallel(tiles, double(n) * double(n)),
+        [&](Index ti) {
+          const Index i0 = ti * tile, ri = std::min(tile, n - i0);
+          Tile x, y;
+          // The diagonal tile.
+          for (Index r = 0; r < ri; ++r)
+            for (Index c = r; c < ri; ++c) {
+              const Scalar v = a(i0 + r, i0 + c) + a(i0 + c, i0 + r);
+              a(i0 + r, i0 + c) = v;
+              a(i0 + c, i0 + r) = v;
+            }
+          for (Index j0 = i0 + tile; j0 < n; j0 += tile) {
+            const Index rj = std::min(tile, n - j0);
+            if (ri == tile && rj == tile) {
+              x = a.block(i0, j0, tile, tile);
+              y = a.block(j0, i0, tile, tile);
+              x += y.transpose();
+              a.block(i0, j0, tile, tile) = x;
+              a.block(j0, i0, tile, tile) = x.transpose();
+            } else {
+              for (Index r = 0; r < ri; ++r)
+                for (Index c = 0; c < rj; ++c) {
+                  const Scalar v = a(i0 + r, j0 + c) + a(j0 + c, i0 + r);
+                  a(i0 + r, j0 + c) = v;
+                  a(j0 + c, i0 + r) = v;
+                }
+            }
+          }
+        },
+        /*dynamic=*/true);
   }
 
   /// Copies the strict lower triangle of a square m onto its strict upper triangle, tile by tile.
