@@ -13,6 +13,7 @@
 #include "kshot/eval.hpp"
 #include "kshot/fewshot.hpp"
 #include "kshot/losses.hpp"
+#include "kshot/nn.hpp"
 #include "kshot/sampling.hpp"
 
 #endif  // KSHOT_KSHOT_HPP
