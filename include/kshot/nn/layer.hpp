@@ -48,6 +48,8 @@ using LayerInputMap = Eigen::Map<const RowMatrixX<Scalar>, Eigen::Unaligned, Eig
  *     directional derivative `rx` of the input, forward_r gives `ry`, the directional derivative of y;
  *     backward_r, given dy and its directional derivative `rdy`, accumulates the directional derivative
  *     of dL/dparameters (a slice of the Hessian-vector product H v) and overwrites `rdx` when asked.
+ *     forward_r() must come after forward() and before backward_r(), and `rx` must stay alive and unchanged
+ *     until backward_r() returns: layers keep a view of it (backward_r() is not given rx again).
  *
  * Every output is written by the layer, never resized: shapes are checked by the model.
  *
