@@ -24,27 +24,5 @@ TEST_CASE("build: every class template instantiates for float and double") {
   CHECK(!kshot::is_supported_scalar_v<int>);
 }
 
-#define KSHOT_INSTANTIATE_BOTH(Template) \
-  template class Template<float>;        \
-  template class Template<double>;
-KSHOT_INSTANTIATE_BOTH(kshot::detail::LossDistanceMatrix)
-KSHOT_INSTANTIATE_BOTH(kshot::ContrastiveLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::TripletMarginLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::MarginLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::NTXentLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::SupConLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::MultiSimilarityLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::CircleLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::ProxyNCALoss)
-KSHOT_INSTANTIATE_BOTH(kshot::ProxyAnchorLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::ArcFaceLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::CosFaceLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::NPairsLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::LiftedStructureLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::GeneralizedLiftedStructureLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::FastAPLoss)
-KSHOT_INSTANTIATE_BOTH(kshot::BatchEasyHardMiner)
-KSHOT_INSTANTIATE_BOTH(kshot::BatchHardMiner)
-KSHOT_INSTANTIATE_BOTH(kshot::TripletMarginMiner)
-KSHOT_INSTANTIATE_BOTH(kshot::PairMarginMiner)
-KSHOT_INSTANTIATE_BOTH(kshot::MultiSimilarityMiner)
+// The losses and miners are instantiated in tests/losses/test_instantiate_losses.cpp (the loss test executable),
+// the nn classes in tests/nn/test_instantiate_nn.cpp.
