@@ -13,7 +13,9 @@
 #include "kshot/eval.hpp"
 #include "kshot/fewshot.hpp"
 #include "kshot/losses.hpp"
+#include "kshot/meta.hpp"
 #include "kshot/nn.hpp"
 #include "kshot/sampling.hpp"
+#include "kshot/train.hpp"
 
 #endif  // KSHOT_KSHOT_HPP

@@ -32,6 +32,25 @@ namespace kshot {
 namespace detail {
 
 /**
+ * @brief Per-class counters: inline storage for up to 128 classes (every usual episode), the heap beyond, so
+ * that the per-episode checks and class means allocate nothing in a training loop.
+ */
+class ClassCounts {
+ public:
+  explicit ClassCounts(Index classes) : size_(classes) {
+    if (classes > kInline) heap_.assign(static_cast<std::size_t>(classes), 0);
+    else std::fill(inline_, inline_ + classes, Index(0));
+  }
+  Index& operator[](Index c) noexcept { return size_ > kInline ? heap_[static_cast<std::size_t>(c)] : inline_[c]; }
+
+ private:
+  static constexpr Index kInline = 128;
+  Index size_;
+  Index inline_[kInline];
+  std::vector<Index> heap_;
+};
+
+/**
  * @brief Checks a support set and returns its number of classes N = max(label) + 1.
  * @throws std::invalid_argument if labels and support differ in length, the support is empty, has no
  * columns, has a non-finite value, a label is negative, or a class in 0..N-1 has no example.
@@ -45,10 +64,10 @@ Index check_support(const ConstRowMatrixRef<Scalar>& support, const ConstLabelRe
   check_finite(support, where, "support");
   KSHOT_CHECK(labels.minCoeff() >= 0, where, cat("support_labels has a negative label (", labels.minCoeff(), ")"));
   const Index classes = Index(labels.maxCoeff()) + 1;
-  std::vector<Index> counts(static_cast<std::size_t>(classes), 0);
-  for (Index i = 0; i < labels.size(); ++i) ++counts[static_cast<std::size_t>(labels[i])];
+  ClassCounts counts(classes);
+  for (Index i = 0; i < labels.size(); ++i) ++counts[labels[i]];
   for (Index c = 0; c < classes; ++c)
-    KSHOT_CHECK(counts[static_cast<std::size_t>(c)] > 0, where,
+    KSHOT_CHECK(counts[c] > 0, where,
                 cat("class ", c, " has no support example (labels must cover 0..", classes - 1, ")"));
   return classes;
 }
@@ -73,13 +92,13 @@ template <class Scalar>
 void class_means(ConstRowMatrixRef<Scalar> x, ConstLabelRef labels, Index classes, RowMatrixRef<Scalar> out) {
   detail::check_shape(out, classes, x.cols(), "kshot::class_means()", "out");
   out.setZero();
-  std::vector<Index> counts(static_cast<std::size_t>(classes), 0);
+  detail::ClassCounts counts(classes);
   for (Index i = 0; i < x.rows(); ++i) {
     out.row(labels[i]) += x.row(i);
-    ++counts[static_cast<std::size_t>(labels[i])];
+    ++counts[labels[i]];
   }
   for (Index c = 0; c < classes; ++c)
-    if (counts[static_cast<std::size_t>(c)] > 0) out.row(c) /= Scalar(counts[static_cast<std::size_t>(c)]);
+    if (counts[c] > 0) out.row(c) /= Scalar(counts[c]);
 }
 
 /// Row-wise softmax of `logits` into `out` (same shape), computed stably (max subtracted).
