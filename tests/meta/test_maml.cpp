@@ -3,6 +3,7 @@
 // task loss, the exact second-order meta-gradient against central differences of the whole inner loop, first
 // order against the query gradient at the adapted parameters, ANIL's adapted range, restoring the model,
 // meta-batches, bitwise identity at 1 and 2 threads, bad input.
+#include "meta/meta_checks.hpp"
 #include "test_util.hpp"
 
 #include <kshot/core/threads.hpp>
@@ -28,39 +29,17 @@ using kshot::RowMatrixX;
 using kshot::Sequential;
 using kshot::VectorX;
 using kshot::test::gradient_rel_error;
+using kshot::test::numeric_vector_gradient;
+using kshot::test::smooth_mlp;
 using kshot::test::random_matrix;
 
 namespace {
-
-/// Central differences of a scalar function of a vector.
-VectorX<double> numeric_vector_gradient(const std::function<double(const VectorX<double>&)>& f,
-                                        const VectorX<double>& at, double h = 1e-6) {
-  VectorX<double> g(at.size());
-  VectorX<double> probe = at;
-  for (Index i = 0; i < at.size(); ++i) {
-    probe[i] = at[i] + h;
-    const double up = f(probe);
-    probe[i] = at[i] - h;
-    const double down = f(probe);
-    probe[i] = at[i];
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
-}
 
 LabelVector random_labels(Index n, Index classes, std::uint64_t seed) {
   kshot::RandomStream rng(seed);
   LabelVector t(n);
   for (Index i = 0; i < n; ++i) t[i] = static_cast<kshot::Label>(rng.uniform_index(classes));
   return t;
-}
-
-/// A smooth MLP (tanh) with its parameters perturbed away from the initialisation.
-Sequential<double> smooth_mlp(const std::vector<Index>& dims, std::uint64_t seed) {
-  Sequential<double> model = kshot::make_mlp<double>(dims, kshot::Activation::tanh, kshot::Init::pytorch_default, seed);
-  kshot::RandomStream rng(seed, 99);
-  for (Index i = 0; i < model.num_parameters(); ++i) model.parameters()[i] += 0.2 * rng.normal<double>();
-  return model;
 }
 
 /// The meta-gradient of `maml` against central differences of maml.evaluate() over the parameters.

@@ -2,6 +2,7 @@
 // Meta-SGD: the meta-gradients with respect to the parameters and to the learned learning rates against
 // central differences of the whole inner loop (second order), the first-order formula, equality with MAML
 // when every rate equals MAML's learning rate, meta-batches, bitwise identity at 1 and 2 threads, bad input.
+#include "meta/meta_checks.hpp"
 #include "test_util.hpp"
 
 #include <kshot/core/threads.hpp>
@@ -29,31 +30,11 @@ using kshot::RowMatrixX;
 using kshot::Sequential;
 using kshot::VectorX;
 using kshot::test::gradient_rel_error;
+using kshot::test::numeric_vector_gradient;
+using kshot::test::smooth_mlp;
 using kshot::test::random_matrix;
 
 namespace {
-
-VectorX<double> numeric_vector_gradient(const std::function<double(const VectorX<double>&)>& f,
-                                        const VectorX<double>& at, double h = 1e-6) {
-  VectorX<double> g(at.size());
-  VectorX<double> probe = at;
-  for (Index i = 0; i < at.size(); ++i) {
-    probe[i] = at[i] + h;
-    const double up = f(probe);
-    probe[i] = at[i] - h;
-    const double down = f(probe);
-    probe[i] = at[i];
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
-Sequential<double> smooth_mlp(const std::vector<Index>& dims, std::uint64_t seed) {
-  Sequential<double> model = kshot::make_mlp<double>(dims, kshot::Activation::tanh, kshot::Init::pytorch_default, seed);
-  kshot::RandomStream rng(seed, 99);
-  for (Index i = 0; i < model.num_parameters(); ++i) model.parameters()[i] += 0.2 * rng.normal<double>();
-  return model;
-}
 
 /// Rates drawn around `mean`, so that each rate matters separately.
 void randomize_rates(MetaSgd<double, MseLoss<double>>& meta, double mean, std::uint64_t seed) {
