@@ -13,10 +13,13 @@
 #include <kshot/core/random.hpp>
 #include <kshot/core/threads.hpp>
 #include <kshot/core/types.hpp>
+#include <kshot/losses/common.hpp>
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace kshot {
@@ -31,6 +34,23 @@ inline LabelVector cyclic_labels(Index n, Index classes, std::uint64_t seed = 0)
     for (Index i = n - 1; i > 0; --i) std::swap(y[i], y[static_cast<Index>(rng.bounded(std::uint64_t(i + 1)))]);
   }
   return y;
+}
+
+/// Every label triplet (a, p, n), a != p, label a = p != n, in (a, p, n) order.
+inline MinedTriplets all_triplets(const LabelVector& labels) {
+  MinedTriplets t;
+  const Index n = labels.size();
+  for (Index a = 0; a < n; ++a)
+    for (Index p = 0; p < n; ++p) {
+      if (p == a || labels[p] != labels[a]) continue;
+      for (Index q = 0; q < n; ++q)
+        if (labels[q] != labels[a]) {
+          t.a.push_back(a);
+          t.p.push_back(p);
+          t.n.push_back(q);
+        }
+    }
+  return t;
 }
 
 /**

@@ -7,6 +7,10 @@
 #include <cmath>
 #include <limits>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_arcface {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -381,3 +385,5 @@ TEST_CASE("ArcFaceLoss: bad input throws with the numbers") {
   loss.W(3, 2) = std::nan("");
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "W", "row 3", "column 2");
 }
+
+}  // namespace test_arcface

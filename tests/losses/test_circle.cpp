@@ -8,6 +8,10 @@
 #include <limits>
 #include <vector>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_circle {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -377,3 +381,5 @@ TEST_CASE("CircleLoss: bad input throws with the numbers") {
   loss.m = std::numeric_limits<double>::quiet_NaN();
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "m is nan");
 }
+
+}  // namespace test_circle

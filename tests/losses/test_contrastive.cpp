@@ -4,6 +4,10 @@
 
 #include <kshot/losses/contrastive.hpp>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_contrastive {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -196,3 +200,5 @@ TEST_CASE("ContrastiveLoss: bad input throws with the numbers") {
   loss.distance.power = 0;
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "distance.power is 0");
 }
+
+}  // namespace test_contrastive

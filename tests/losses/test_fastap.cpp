@@ -8,6 +8,10 @@
 #include <cmath>
 #include <limits>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_fastap {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -315,3 +319,5 @@ TEST_CASE("FastAPLoss: bad input throws with the numbers") {
   loss.distance = LossDistance::lp(2, true, 3);
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "p=3");
 }
+
+}  // namespace test_fastap

@@ -29,6 +29,7 @@ KSHOT_INSTANTIATE_BOTH(kshot::BatchHardMiner)
 KSHOT_INSTANTIATE_BOTH(kshot::TripletMarginMiner)
 KSHOT_INSTANTIATE_BOTH(kshot::PairMarginMiner)
 KSHOT_INSTANTIATE_BOTH(kshot::MultiSimilarityMiner)
+#undef KSHOT_INSTANTIATE_BOTH  // the file may share a translation unit with others (unity build)
 
 TEST_CASE("build: every loss and miner class template instantiates for float and double") {
   kshot::ContrastiveLoss<float> loss;

@@ -8,6 +8,10 @@
 #include <cmath>
 #include <limits>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_lifted {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -497,3 +501,5 @@ TEST_CASE("LiftedStructureLoss: bad input throws with the numbers") {
   gen.distance.p = 0.5;
   KSHOT_CHECK_THROWS_WITH_ALL(gen.evaluate(emb, labels), std::invalid_argument, "distance.p is 0.5");
 }
+
+}  // namespace test_lifted

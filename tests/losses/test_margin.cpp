@@ -4,6 +4,10 @@
 
 #include <kshot/losses/margin.hpp>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_margin {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -33,23 +37,6 @@ bool loss_of(const ReferenceCase& c, MarginLoss<double>& loss) {
   const std::string tpa = param_string(c, "triplets_per_anchor", "all");
   loss.triplets_per_anchor = tpa == "all" ? 0 : std::stoll(tpa);
   return loss.triplets_per_anchor == 0 || tuple_of(c).arity != 0;
-}
-
-/// Every label triplet (a, p, n), a != p, label a = p != n, in (a, p, n) order.
-MinedTriplets all_triplets(const LabelVector& labels) {
-  MinedTriplets t;
-  const Index n = labels.size();
-  for (Index a = 0; a < n; ++a)
-    for (Index p = 0; p < n; ++p) {
-      if (p == a || labels[p] != labels[a]) continue;
-      for (Index q = 0; q < n; ++q)
-        if (labels[q] != labels[a]) {
-          t.a.push_back(a);
-          t.p.push_back(p);
-          t.n.push_back(q);
-        }
-    }
-  return t;
 }
 
 /// The margin loss by its definition, over explicit triplets and a given distance matrix, for any
@@ -481,3 +468,5 @@ TEST_CASE("MarginLoss: bad input throws with the numbers") {
   loss.distance = LossDistance::cosine(1.5);
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "distance.power is 1.5");
 }
+
+}  // namespace test_margin

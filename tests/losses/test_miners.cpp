@@ -18,6 +18,10 @@
 #include <string>
 #include <vector>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_miners {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -1113,3 +1117,5 @@ TEST_CASE("Miners: mined tuples feed a loss") {
   BatchHardMiner<double> bh;
   CHECK(std::isfinite(loss.evaluate(b.emb, b.labels, bh.mine(b.emb, b.labels))));
 }
+
+}  // namespace test_miners

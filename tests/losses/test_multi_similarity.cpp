@@ -8,6 +8,10 @@
 #include <limits>
 #include <vector>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_multi_similarity {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -371,3 +375,5 @@ TEST_CASE("MultiSimilarityLoss: bad input throws with the numbers") {
   loss.base = std::numeric_limits<double>::infinity();
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "base is inf");
 }
+
+}  // namespace test_multi_similarity

@@ -8,6 +8,10 @@
 #include <cmath>
 #include <map>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_npairs {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -309,3 +313,5 @@ TEST_CASE("NPairsLoss: bad input throws with the numbers") {
   loss.distance = LossDistance::cosine(1.5);
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "distance.power is 1.5");
 }
+
+}  // namespace test_npairs

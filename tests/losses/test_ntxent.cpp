@@ -8,6 +8,10 @@
 #include <limits>
 #include <vector>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_ntxent {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -364,3 +368,5 @@ TEST_CASE("NTXentLoss: bad input throws with the numbers") {
   loss.distance.power = 1.5;
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "distance.power is 1.5");
 }
+
+}  // namespace test_ntxent

@@ -7,6 +7,10 @@
 #include <cmath>
 #include <limits>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_proxy_anchor {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -285,3 +289,5 @@ TEST_CASE("ProxyAnchorLoss: bad input throws with the numbers") {
   loss.proxies(0, 0) = std::nan("");
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "proxies", "row 0", "column 0");
 }
+
+}  // namespace test_proxy_anchor

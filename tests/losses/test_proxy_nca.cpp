@@ -7,6 +7,10 @@
 #include <cmath>
 #include <limits>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_proxy_nca {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -297,3 +301,5 @@ TEST_CASE("ProxyNCALoss: bad input throws with the numbers") {
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "embeddings has 4 columns",
                               "proxies is 3 x 5");
 }
+
+}  // namespace test_proxy_nca

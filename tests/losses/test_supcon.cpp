@@ -8,6 +8,10 @@
 #include <limits>
 #include <vector>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_supcon {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -368,3 +372,5 @@ TEST_CASE("SupConLoss: bad input throws with the numbers") {
   loss.distance.p = 0.5;
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(emb, labels), std::invalid_argument, "distance.p is 0.5");
 }
+
+}  // namespace test_supcon

@@ -7,6 +7,10 @@
 
 #include <chrono>
 
+// Everything below lives in a namespace of its own: the loss tests are compiled in unity batches (see
+// tests/CMakeLists.txt), where the helpers of different files must not collide.
+namespace test_triplet {
+
 using namespace kshot;
 using namespace kshot::test;
 
@@ -23,23 +27,6 @@ bool loss_of(const ReferenceCase& c, TripletMarginLoss<double>& loss) {
   const std::string tpa = param_string(c, "triplets_per_anchor", "all");
   loss.triplets_per_anchor = tpa == "all" ? 0 : std::stoll(tpa);
   return loss.triplets_per_anchor == 0 || tuple_of(c).arity != 0;
-}
-
-/// Every label triplet (a, p, n), a != p, label a = p != n, in (a, p, n) order.
-MinedTriplets all_triplets(const LabelVector& labels) {
-  MinedTriplets t;
-  const Index n = labels.size();
-  for (Index a = 0; a < n; ++a)
-    for (Index p = 0; p < n; ++p) {
-      if (p == a || labels[p] != labels[a]) continue;
-      for (Index q = 0; q < n; ++q)
-        if (labels[q] != labels[a]) {
-          t.a.push_back(a);
-          t.p.push_back(p);
-          t.n.push_back(q);
-        }
-    }
-  return t;
 }
 
 /// Euclidean distances between L2-normalised rows, computed directly.
@@ -774,3 +761,5 @@ TEST_CASE("TripletMarginLoss: a short mined list takes the sparse path and match
     CHECK(fd_error(f, emb) < 1e-6);
   }
 }
+
+}  // namespace test_triplet

@@ -412,8 +412,11 @@ class LossDistanceMatrix {
       return;
     }
     const Scalar floor = Scalar(1e-12);
+    // Euclidean norms through Eigen's vectorised reduction (the scalar loop of norm_of was 4% of ArcFace's time at
+    // n = 1024, d = 128).
+    if (dist_.p == 2) norms = keep.rowwise().norm();
     for (Index i = 0; i < X.rows(); ++i) {
-      const Scalar nrm = norm_of(&keep(i, 0));
+      const Scalar nrm = dist_.p == 2 ? norms[i] : norm_of(&keep(i, 0));
       norms[i] = nrm;
       if (!(nrm > floor)) ++stats.degenerate;
       out.row(i) = keep.row(i) / std::max(nrm, floor);
