@@ -105,6 +105,18 @@ TARGETS["loss_"] = {
     "pytorch-metric-learning": (3.0, ">= 3x pytorch-metric-learning forward + backward (1 thread)", 1),
 }
 
+# Distillation losses (bench_distill.cpp, peers/torchdistill_losses.py): KD at 256 x 1000 classes and RKD at 256 x 128,
+# value + gradient, against torchdistill's losses in PyTorch (or their formulas in plain PyTorch when the source is
+# not given), one thread each.
+TARGETS["distill_kd_"] = {
+    "torchdistill.KDLoss": (4.0, "KD value + gradient, 256 x 1000: >= 4x torchdistill's KDLoss (1 thread)", 1),
+    "torch (torchdistill formula)": (4.0, "KD value + gradient, 256 x 1000: >= 4x torchdistill's formula in PyTorch (1 thread)", 1),
+}
+TARGETS["distill_rkd_"] = {
+    "torchdistill.RKDLoss": (4.0, "RKD (distance + angle) value + gradient, 256 x 128: >= 4x torchdistill's RKDLoss (1 thread)", 1),
+    "torch (torchdistill formula)": (4.0, "RKD value + gradient, 256 x 128: >= 4x torchdistill's formula in PyTorch (1 thread)", 1),
+}
+
 # Notes printed under the table for a (case prefix, peer) pair.
 PEER_NOTES = {
     ("train_protonet_mlp", "eigen_gemm_same_shape"):
@@ -159,6 +171,24 @@ PEER_NOTES = {
         "fewshot_eval_* has no peer: one call is evaluate_episodes over 10,000 episodes (sample, gather, fit, "
         "predict, count), so episodes/s = 10,000 / the kshot time; no target.",
 }
+
+# Retrieval (bench_retrieval): kshot::FlatIndex against FAISS's IndexFlatIP of the same case, in the same binary.
+YARDSTICKS["faiss_flatip_"] = "faiss.IndexFlatIP"
+# retrieval_flatip_<tag> -> faiss_flatip_<tag>
+YARDSTICK_OF["retrieval_flatip_"] = lambda case: "faiss_flatip_" + case[len("retrieval_flatip_"):]
+TARGETS["retrieval_flatip_f32_1000000x128_q1000_k100"] = {
+    "faiss.IndexFlatIP": (1.7, "exact top-100 over 1M x 128, 1,000 queries: >= 1.7x FAISS IndexFlatIP queries/s (2 threads)", 2),
+}
+TARGETS["retrieval_flatip_f32_1000000x128_q1_k100"] = {
+    "faiss.IndexFlatIP": (1.7, "exact top-100 over 1M x 128, one query: latency >= 1.7x better than FAISS IndexFlatIP (2 threads)", 2),
+}
+PEER_NOTES[("retrieval_flatip_", "faiss.IndexFlatIP")] = (
+    "faiss.IndexFlatIP is FAISS 1.7.3 (libfaiss-dev, OpenBLAS) in the same binary and run, with omp_set_num_threads and "
+    "openblas_set_num_threads at the row's thread count; run it with OMP_WAIT_POLICY=PASSIVE (recorded in the context), "
+    "else OpenBLAS's and OpenMP's workers spin on the same cores. Both are exact: kshot's counters id_mismatch and "
+    "set_mismatch count result positions whose id differs from FAISS's and kshot ids missing from FAISS's top-k "
+    "(float rounding at the k-th place only)."
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 
