@@ -24,6 +24,7 @@
 #ifndef KSHOT_NN_SERIALIZE_HPP
 #define KSHOT_NN_SERIALIZE_HPP
 
+#include "kshot/core/binary_io.hpp"
 #include "kshot/core/check.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/nn/activations.hpp"
@@ -60,115 +61,22 @@ inline constexpr std::uint32_t model_max_name = 64;
 /// Most config() numbers a layer may have in a model file.
 inline constexpr std::uint32_t model_max_config = 64;
 
-/// FNV-1a, 64 bits: offset basis and prime.
-inline constexpr std::uint64_t fnv_offset = 0xcbf29ce484222325ull;
-inline constexpr std::uint64_t fnv_prime = 0x100000001b3ull;
-
-/// Continues an FNV-1a 64 hash over n bytes.
-inline std::uint64_t fnv1a(std::uint64_t hash, const unsigned char* bytes, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) {
-    hash ^= bytes[i];
-    hash *= fnv_prime;
-  }
-  return hash;
-}
-
-/// Writes little-endian numbers to a stream while hashing every byte written.
-class ModelWriter {
+/// Writes a model file: BinaryWriter with the parameter vector's scalars.
+class ModelWriter : public BinaryWriter {
  public:
-  explicit ModelWriter(std::ostream& out) : out_(out) {}
-
-  void bytes(const void* data, std::size_t n) {
-    hash_ = fnv1a(hash_, static_cast<const unsigned char*>(data), n);
-    out_.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
-  }
-  void u32(std::uint32_t v) {
-    unsigned char b[4];
-    for (int i = 0; i < 4; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
-    bytes(b, 4);
-  }
-  void u64(std::uint64_t v) {
-    unsigned char b[8];
-    for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
-    bytes(b, 8);
-  }
-  void f64(double v) {
-    std::uint64_t u;
-    std::memcpy(&u, &v, 8);
-    u64(u);
-  }
-  /// n scalars, little-endian, in chunks.
+  using BinaryWriter::BinaryWriter;
+  /// n scalars, little-endian.
   template <class Scalar>
   void scalars(const Scalar* p, Index n) {
-    constexpr std::size_t size = sizeof(Scalar);
-    constexpr std::size_t chunk = 512;
-    unsigned char buffer[chunk * size];
-    for (Index start = 0; start < n; start += static_cast<Index>(chunk)) {
-      const auto count = static_cast<std::size_t>(std::min<Index>(static_cast<Index>(chunk), n - start));
-      for (std::size_t k = 0; k < count; ++k) {
-        using Bits = std::conditional_t<size == 4, std::uint32_t, std::uint64_t>;
-        Bits u;
-        std::memcpy(&u, p + start + static_cast<Index>(k), size);
-        for (std::size_t b = 0; b < size; ++b) buffer[k * size + b] = static_cast<unsigned char>(u >> (8 * b));
-      }
-      bytes(buffer, count * size);
-    }
+    values(p, static_cast<std::size_t>(n));
   }
-  /// Appends the checksum of every byte written before it.
-  void finish() {
-    const std::uint64_t h = hash_;
-    u64(h);
-  }
-
- private:
-  std::ostream& out_;
-  std::uint64_t hash_ = fnv_offset;
 };
 
-/**
- * @brief Reads little-endian numbers from a stream, hashing every byte read; every failure throws
- * std::runtime_error "<where>: <name>: <what> (at byte <offset>)".
- */
-class ModelReader {
+/// Reads a model file: BinaryReader with checked, converting reads of the stored parameters.
+class ModelReader : public BinaryReader {
  public:
-  /// `limit`: bytes the source holds from here (files), or -1 when unknown (streams).
-  ModelReader(std::istream& in, const char* where, std::string name, std::int64_t limit)
-      : in_(in), where_(where), name_(std::move(name)), limit_(limit) {}
+  using BinaryReader::BinaryReader;
 
-  [[noreturn]] void fail(const std::string& what) const {
-    throw_runtime_error(where_, cat(name_, ": ", what, " (at byte ", offset_, ")"));
-  }
-
-  void bytes(void* data, std::size_t n, const char* what) {
-    in_.read(static_cast<char*>(data), static_cast<std::streamsize>(n));
-    const auto got = static_cast<std::size_t>(in_.gcount());
-    if (got != n) {
-      offset_ += static_cast<std::int64_t>(got);
-      fail(cat("truncated: the data ends inside ", what));
-    }
-    hash_ = fnv1a(hash_, static_cast<const unsigned char*>(data), n);
-    offset_ += static_cast<std::int64_t>(n);
-  }
-  std::uint32_t u32(const char* what) {
-    unsigned char b[4];
-    bytes(b, 4, what);
-    std::uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(b[i]) << (8 * i);
-    return v;
-  }
-  std::uint64_t u64(const char* what) {
-    unsigned char b[8];
-    bytes(b, 8, what);
-    std::uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(b[i]) << (8 * i);
-    return v;
-  }
-  double f64(const char* what) {
-    const std::uint64_t u = u64(what);
-    double v;
-    std::memcpy(&v, &u, 8);
-    return v;
-  }
   /**
    * @brief Appends n stored scalars of `size` bytes (4 or 8) to `out`, as Scalar, chunk by chunk (so that
    * memory grows only as the data actually arrives, whatever count a corrupt stream announces).
@@ -202,25 +110,6 @@ class ModelReader {
       }
     }
   }
-
-  /// Throws unless `bytes` more bytes can still be in the source (files only).
-  void require_available(std::uint64_t n, const char* what) const {
-    if (limit_ >= 0 && n > static_cast<std::uint64_t>(limit_ - offset_))
-      fail(cat("truncated: ", what, " needs ", n, " bytes but only ", limit_ - offset_, " remain"));
-  }
-
-  std::uint64_t hash() const noexcept { return hash_; }
-  std::int64_t offset() const noexcept { return offset_; }
-  std::int64_t limit() const noexcept { return limit_; }
-  const std::string& name() const noexcept { return name_; }
-
- private:
-  std::istream& in_;
-  const char* where_;
-  std::string name_;
-  std::int64_t limit_;
-  std::int64_t offset_ = 0;
-  std::uint64_t hash_ = fnv_offset;
 };
 
 /// Config entry k as a size in [1, 2^31): finite and integral.

@@ -507,12 +507,12 @@ class FlatIndex {
     const std::uint64_t dim = reader.u64("the dimension");
     if (dim < 1 || dim > (std::uint64_t(1) << 31)) reader.fail(detail::cat("invalid dimension ", dim));
     const std::uint64_t count = reader.u64("the item count");
-    const auto remaining = static_cast<std::uint64_t>(reader.size() - reader.offset());
+    const auto remaining = static_cast<std::uint64_t>(reader.limit() - reader.offset());
     const std::uint64_t row_bytes = 8 + dim * sizeof(Scalar);
     if (count > remaining / row_bytes)
       reader.fail(detail::cat("the item count ", count, " needs ", count, " x ", row_bytes, " bytes but only ",
                               remaining, " remain"));
-    reader.require(count * row_bytes + 8, "the ids, vectors and checksum");
+    reader.require_available(count * row_bytes + 8, "the ids, vectors and checksum");
 
     FlatIndex index(static_cast<Index>(dim), static_cast<SearchMetric>(metric));
     const auto n = static_cast<std::size_t>(count);
@@ -524,8 +524,8 @@ class FlatIndex {
     const std::uint64_t expected = reader.hash();
     const std::uint64_t stored_hash = reader.u64("the checksum");
     if (stored_hash != expected) reader.fail("checksum mismatch: the file is corrupt");
-    if (reader.offset() != reader.size())
-      reader.fail(detail::cat(reader.size() - reader.offset(), " bytes of trailing data after the checksum"));
+    if (reader.offset() != reader.limit())
+      reader.fail(detail::cat(reader.limit() - reader.offset(), " bytes of trailing data after the checksum"));
 
     for (std::size_t i = 0; i < n; ++i) {
       const ItemId id = index.ids_[i];
