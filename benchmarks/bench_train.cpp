@@ -13,7 +13,8 @@
 //                               backward dW2 = dE^T H, dH = dE W2, dW1 = dH^T X): 90.1 MFLOP. kshot's case over
 //                               this one is the fraction of bare-GEMM throughput the whole step reaches.
 //   train_protonet_accuracy_seed<S>             one iteration (run once) trains a fresh model (initialised from
-//                               seed S, episodes from seed S) for `accuracy_episodes` steps, then evaluates
+//                               seed S, episodes from seed S) for `accuracy_episodes` steps, then evaluates (S = 1, 2, 3, or
+//                               the list in KSHOT_TRAIN_SEEDS)
 //                               ProtoNet on the embedded test images of the novel categories (Sandal, Shirt,
 //                               Sneaker, Bag, Ankle boot): counters novel_1shot, novel_5shot (600 episodes of
 //                               5-way 15-query each), base_5shot, and the untrained model's novel accuracies.
@@ -30,6 +31,7 @@
 #include <kshot/sampling.hpp>
 #include <kshot/train.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -181,7 +183,15 @@ void register_all() {
   benchmark::RegisterBenchmark((step + "/omp:1").c_str(), bm_train_step, step)->UseRealTime()->Unit(benchmark::kMicrosecond);
   const std::string yard = std::string("train_yardstick_gemm_") + tag;
   benchmark::RegisterBenchmark((yard + "/omp:1").c_str(), bm_yardstick, yard)->UseRealTime()->Unit(benchmark::kMicrosecond);
-  for (std::uint64_t seed : {1, 2, 3}) {
+  // KSHOT_TRAIN_SEEDS=4,5,6 picks other seeds, as in benchmarks/peers/easyfsl_train.py.
+  std::vector<std::uint64_t> seeds;
+  const std::string list = kshot::bench::env_or("KSHOT_TRAIN_SEEDS", "1,2,3");
+  for (std::size_t start = 0; start < list.size();) {
+    const std::size_t end = std::min(list.find(',', start), list.size());
+    if (end > start) seeds.push_back(std::stoull(list.substr(start, end - start)));
+    start = end + 1;
+  }
+  for (std::uint64_t seed : seeds) {
     const std::string label = "train_protonet_accuracy_seed" + std::to_string(seed);
     benchmark::RegisterBenchmark((label + "/omp:1").c_str(), bm_accuracy, seed, label)
         ->UseRealTime()
