@@ -5,7 +5,9 @@
 // Every benchmark is named `<label>/omp:<threads>` and labelled `<label>`; compare.py keys its rows on the
 // label (the case) and the omp:<threads> part. Labels: retrieval_flatip_f32_<n>x<d>_q<nq>_k<k> for kshot cases,
 // faiss_flatip_f32_<n>x<d>_q<nq>_k<k> for the FAISS yardstick of the same case (compiled in only when
-// KSHOT_BENCH_HAVE_FAISS is defined: benchmarks/CMakeLists.txt defines it when it finds libfaiss).
+// KSHOT_BENCH_HAVE_FAISS is defined: benchmarks/CMakeLists.txt defines it when it finds libfaiss), and, on builds
+// that screen in bfloat16 (FlatIndex::screening_available), retrieval_noscreen_flatip_<tag> for the batch cases
+// with screening turned off (the exact float kernel alone; the results are the same).
 //
 // kshot's case validates its ids once against FAISS's (counters id_mismatch: positions whose id differs;
 // set_mismatch: kshot ids missing from FAISS's top-k; both exact, so only ties and last-bit rounding can
@@ -164,10 +166,11 @@ void set_threads(int threads) {
 #endif
 }
 
-void bm_kshot(benchmark::State& state, Case c, int threads, std::string label) {
+void bm_kshot(benchmark::State& state, Case c, int threads, std::string label, bool screening) {
   state.SetLabel(label);
   Data& data = data_for(c.n, c.d);
   set_threads(threads);
+  data.index->set_screening(screening);
   const auto queries = data.queries.topRows(c.nq);
   kshot::SearchResult<float> result;
   data.index->search(queries, c.k, result);  // grows the buffers
@@ -221,10 +224,10 @@ void bm_faiss(benchmark::State& state, Case c, int threads, std::string label) {
 }
 #endif
 
-template <class Fn>
-void register_case(const std::string& label, Fn fn, const Case& c, int threads) {
+template <class Fn, class... Extra>
+void register_case(const std::string& label, Fn fn, const Case& c, int threads, Extra... extra) {
   const std::string name = label + "/omp:" + std::to_string(threads);
-  benchmark::RegisterBenchmark(name.c_str(), fn, c, threads, label)
+  benchmark::RegisterBenchmark(name.c_str(), fn, c, threads, label, extra...)
       ->UseRealTime()
       ->Unit(c.nq == 1 ? benchmark::kMicrosecond : benchmark::kMillisecond);
 }
@@ -232,7 +235,10 @@ void register_case(const std::string& label, Fn fn, const Case& c, int threads) 
 void register_all() {
   for (const Case& c : cases) {
     for (int t : thread_counts) {
-      register_case("retrieval_flatip_" + tag(c), bm_kshot, c, t);
+      register_case("retrieval_flatip_" + tag(c), bm_kshot, c, t, true);
+      // Where the build screens in bfloat16 (the default), the same search without it: the exact float kernel alone.
+      if (kshot::FlatIndex<float>::screening_available && c.nq > kshot::FlatIndex<float>::lazy_queries)
+        register_case("retrieval_noscreen_flatip_" + tag(c), bm_kshot, c, t, false);
 #ifdef KSHOT_BENCH_HAVE_FAISS
       register_case("faiss_flatip_" + tag(c), bm_faiss, c, t);
 #endif

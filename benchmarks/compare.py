@@ -176,6 +176,8 @@ PEER_NOTES = {
 YARDSTICKS["faiss_flatip_"] = "faiss.IndexFlatIP"
 # retrieval_flatip_<tag> -> faiss_flatip_<tag>
 YARDSTICK_OF["retrieval_flatip_"] = lambda case: "faiss_flatip_" + case[len("retrieval_flatip_"):]
+# retrieval_noscreen_flatip_<tag> (bfloat16 screening off) -> faiss_flatip_<tag>; no target
+YARDSTICK_OF["retrieval_noscreen_flatip_"] = lambda case: "faiss_flatip_" + case[len("retrieval_noscreen_flatip_"):]
 TARGETS["retrieval_flatip_f32_1000000x128_q1000_k100"] = {
     "faiss.IndexFlatIP": (1.7, "exact top-100 over 1M x 128, 1,000 queries: >= 1.7x FAISS IndexFlatIP queries/s (2 threads)", 2),
 }

@@ -98,6 +98,17 @@ struct SearchResult {
  * per-range top-k lists are merged, exactly under the total order, so the result is the same for any split and
  * any thread count.
  *
+ * **Screening.** On builds with AVX512_BF16 (screening_available), a float batch search by inner product or
+ * cosine first scores each tile in bfloat16 (VDPBF16PS: two products per lane and instruction) and computes the
+ * exact float score only for the (query, item) pairs whose bfloat16 score comes within a rigorous error bound
+ * of the query's current k-th best (detail::screen_chain_factor states the bound and its proof). Every pair that
+ * could enter the top k is scored exactly, by the same chain as the fused kernel, and offered in the same order,
+ * so the results are bitwise those of the search without screening. It costs a bfloat16 copy of the catalogue
+ * (half the float catalogue) and two floats per item, built by the first batch search and kept in step by add()
+ * (converted at the next search) and remove(); set_screening(false) frees it. Rows or queries with values of
+ * magnitude 2^50 or more, or nonzero below 2^-50, are always scored exactly. Squared Euclidean searches and
+ * searches of up to lazy_queries queries do not screen.
+ *
  * **Rounding.** The fused kernel computes every score as one sequential chain of fused multiply-adds, so its
  * bits depend only on the two vectors. On the Eigen paths a score's last bits can depend on where its item sits in
  * a block, and storage order changes with remove(); items whose scores differ by a rounding error may then swap.
@@ -134,6 +145,11 @@ class FlatIndex {
   static constexpr Index kernel_group_size = 1;
 #endif
 
+ public:
+  /// True when this build can screen batch searches in bfloat16 (float, AVX512_BF16; see set_screening()).
+  static constexpr bool screening_available = KSHOT_RETRIEVAL_HAS_SCREEN && std::is_same_v<Scalar, float>;
+
+ private:
  public:
   /**
    * @brief An empty index for `dim`-dimensional vectors.
@@ -172,6 +188,25 @@ class FlatIndex {
 
   /// The external ids in storage order (which remove() changes; results never depend on it).
   const std::vector<ItemId>& ids() const noexcept { return ids_; }
+
+  /**
+   * @brief Turns bfloat16 screening of batch searches on (the default where screening_available) or off.
+   *
+   * Screening never changes a result: see the class notes. Off, the bfloat16 copy of the catalogue (half the
+   * catalogue's size) is freed; on, it is built by the next batch search, and rows added later are converted by
+   * the search after them. Without screening_available this only records the choice.
+   */
+  void set_screening(bool on) {
+    screening_ = on;
+    if (!on) {
+      screen_pairs_ = {};
+      screen_norms_ = {};
+      screen_rows_ = 0;
+    }
+  }
+
+  /// True when batch searches screen in bfloat16: screening_available and not turned off.
+  bool screening() const noexcept { return screening_available && screening_; }
 
   /**
    * @brief Pre-sizes the storage for `items` items in all, so that adds up to that size do not reallocate.
@@ -257,6 +292,7 @@ class FlatIndex {
       rows_.erase(it);
       if (row != last) {
         stored.row(row) = stored.row(last);
+        if (row < screen_rows_) convert_screen_rows(row, row + 1);
         ids_[static_cast<std::size_t>(row)] = ids_[static_cast<std::size_t>(last)];
         if (metric_ == SearchMetric::squared_euclidean)
           norms_[static_cast<std::size_t>(row)] = norms_[static_cast<std::size_t>(last)];
@@ -265,6 +301,7 @@ class FlatIndex {
       ids_.pop_back();
       if (metric_ == SearchMetric::squared_euclidean) norms_.pop_back();
       data_.resize(static_cast<std::size_t>(last * dim_));
+      screen_rows_ = std::min(screen_rows_, last);
     }
   }
 
@@ -279,6 +316,7 @@ class FlatIndex {
     ids_.clear();
     norms_.clear();
     rows_.clear();
+    screen_rows_ = 0;
   }
 
   /**
@@ -365,12 +403,20 @@ class FlatIndex {
     const auto stored = catalogue();
     const bool lazy = nq <= lazy_queries;
     const bool fused = use_kernel && !lazy;
+    const bool screened = fused && screening() && metric_ != SearchMetric::squared_euclidean;
     if (fused) {
       const Index lanes = (qrows + kernel_group_size - 1) / kernel_group_size * kernel_group_size;
       if (static_cast<Index>(kernel_scratch_.size()) < threads)
         kernel_scratch_.resize(static_cast<std::size_t>(threads));
       for (Index t = 0; t < threads; ++t)
         grow(kernel_scratch_[static_cast<std::size_t>(t)], static_cast<std::size_t>(lanes * (dim_ + 2)));
+      if (screened) {
+        convert_screen_rows(screen_rows_, n);
+        if (static_cast<Index>(screen_scratch_.size()) < threads)
+          screen_scratch_.resize(static_cast<std::size_t>(threads));
+        for (Index t = 0; t < threads; ++t)
+          grow(screen_scratch_[static_cast<std::size_t>(t)], static_cast<std::size_t>(lanes * screen_pairs()));
+      }
     }
     detail::parallel_for(
         tasks, parallel,
@@ -385,7 +431,8 @@ class FlatIndex {
           std::fill(sizes, sizes + qr, Index(0));
           if (fused) {
             fused_task(qdata, qstride, q0, qr, b0, b1, k, heaps, sizes,
-                       kernel_scratch_[static_cast<std::size_t>(thread)].data(), options);
+                       kernel_scratch_[static_cast<std::size_t>(thread)].data(),
+                       screened ? screen_scratch_[static_cast<std::size_t>(thread)].data() : nullptr, options);
             finish_rows(result, q0, qr, k, heaps, sizes, ranges);
             return;
           }
@@ -616,8 +663,10 @@ class FlatIndex {
   }
 
   /// The fused kernel for query rows [q0, q0 + qr) against catalogue blocks [b0, b1) (float, AVX-512 builds).
+  /// With `screen` (a thread's screening scratch, or null), the bfloat16-screened kernel (same results).
   void fused_task(const Scalar* qdata, Index qstride, Index q0, Index qr, Index b0, Index b1, Index k,
-                  detail::Candidate<Scalar>* heaps, Index* sizes, Scalar* scratch, const SearchOptions& options) const {
+                  detail::Candidate<Scalar>* heaps, Index* sizes, Scalar* scratch, std::uint32_t* screen,
+                  const SearchOptions& options) const {
 #if KSHOT_RETRIEVAL_HAS_KERNEL
     if constexpr (std::is_same_v<Scalar, float>) {
       constexpr Index group = detail::kernel_group;
@@ -625,16 +674,27 @@ class FlatIndex {
       const bool distance = metric_ == SearchMetric::squared_euclidean;
       float* packed = scratch;                             // groups x d x kernel_group
       float* thresholds = packed + groups * group * dim_;  // groups x kernel_group
-      float* qnorms = thresholds + groups * group;         // groups x kernel_group
+      float* qnorms = thresholds + groups * group;         // groups x kernel_group (screening: ||q||)
+#if KSHOT_RETRIEVAL_HAS_SCREEN
+      const Index pairs = screen_pairs();
+      float* e2 = packed;  // groups x kernel_group (screening only: the float packing is not used then)
+#endif
       for (Index g = 0; g < groups; ++g) {
         const Index first = q0 + g * group, count = std::min(group, qr - g * group);
-        detail::pack_query_group(qdata + first * qstride, qstride, count, dim_, packed + g * group * dim_);
         for (Index lane = 0; lane < group; ++lane) {
           thresholds[g * group + lane] =
               lane < count ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
           qnorms[g * group + lane] =
               distance && lane < count ? query_norms_[static_cast<std::size_t>(first + lane)] : 0.0f;
         }
+#if KSHOT_RETRIEVAL_HAS_SCREEN
+        if (screen != nullptr) {
+          detail::pack_screen_group(qdata + first * qstride, qstride, count, dim_, screen + g * group * pairs,
+                                    qnorms + g * group, e2 + g * group);
+          continue;
+        }
+#endif
+        detail::pack_query_group(qdata + first * qstride, qstride, count, dim_, packed + g * group * dim_);
       }
       const float* x = data_.data();
       for (Index b = b0; b < b1; ++b) {
@@ -647,6 +707,15 @@ class FlatIndex {
             if (heap.admits(c) && filter_for(options, q0 + r).pass(c.id)) heap.push(c);
             return heap.threshold();
           };
+#if KSHOT_RETRIEVAL_HAS_SCREEN
+          if (screen != nullptr) {
+            detail::screen_scan(screen + g * group * pairs, qdata + (q0 + g * group) * qstride, qstride,
+                                std::min(group, qr - g * group), qnorms + g * group, e2 + g * group,
+                                screen_pairs_.data() + c0 * pairs, pairs, x + c0 * dim_, screen_norms_.data() + 2 * c0,
+                                cr, dim_, thresholds + g * group, offer);
+            continue;
+          }
+#endif
           detail::kernel_scan(packed + g * group * dim_, x + c0 * dim_, dim_, cr, dim_, thresholds + g * group,
                               distance, qnorms + g * group, distance ? norms_.data() + c0 : nullptr, offer);
         }
@@ -655,7 +724,29 @@ class FlatIndex {
     }
 #endif
     (void)qdata, (void)qstride, (void)q0, (void)qr, (void)b0, (void)b1, (void)k, (void)heaps, (void)sizes,
-        (void)scratch, (void)options;
+        (void)scratch, (void)screen, (void)options;
+  }
+
+  /// bfloat16 pairs per screening row.
+  Index screen_pairs() const noexcept { return (dim_ + 1) / 2; }
+
+  /// Converts stored rows [from, to) for screening (growing the copy to size() rows) and marks rows [0, to) as
+  /// converted when from == screen_rows_.
+  void convert_screen_rows(Index from, Index to) {
+#if KSHOT_RETRIEVAL_HAS_SCREEN
+    if constexpr (std::is_same_v<Scalar, float>) {
+      const Index pairs = screen_pairs(), n = size();
+      grow(screen_pairs_, static_cast<std::size_t>(n * pairs));
+      grow(screen_norms_, static_cast<std::size_t>(2 * n));
+      const double chain = detail::screen_chain_factor(dim_);
+      for (Index i = from; i < to; ++i)
+        detail::pack_screen_row(data_.data() + i * dim_, dim_, chain, screen_pairs_.data() + i * pairs,
+                                screen_norms_.data() + 2 * i);
+      if (from == screen_rows_) screen_rows_ = std::max(screen_rows_, to);
+      return;
+    }
+#endif
+    (void)from, (void)to;
   }
 
   /// Writes query q's `count` sorted candidates, then padding.
@@ -689,6 +780,13 @@ class FlatIndex {
   std::vector<std::vector<Scalar, Eigen::aligned_allocator<Scalar>>> kernel_scratch_;  // per thread (fused kernel)
   std::vector<Scalar, Eigen::aligned_allocator<Scalar>> query_copy_;
   std::vector<Scalar> query_norms_;
+
+  // bfloat16 screening: the pairs and norm bounds of stored rows [0, screen_rows_), converted lazily by search().
+  bool screening_ = true;
+  std::vector<std::uint32_t> screen_pairs_;
+  std::vector<float> screen_norms_;  // a_x, b_x per row (detail::pack_screen_row)
+  Index screen_rows_ = 0;
+  std::vector<std::vector<std::uint32_t>> screen_scratch_;  // per thread: packed query groups
 };
 
 }  // namespace kshot

@@ -19,8 +19,22 @@
 #if defined(__AVX512F__) && !defined(KSHOT_RETRIEVAL_NO_KERNEL)
 #define KSHOT_RETRIEVAL_HAS_KERNEL 1
 #include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #else
 #define KSHOT_RETRIEVAL_HAS_KERNEL 0
+#endif
+
+// bfloat16 screening: AVX512_BF16 builds (-march=native on AMD Zen 4, Intel Cooper Lake and Sapphire Rapids);
+// define KSHOT_RETRIEVAL_NO_SCREEN to leave it out.
+#if KSHOT_RETRIEVAL_HAS_KERNEL && defined(__AVX512BF16__) && !defined(KSHOT_RETRIEVAL_NO_SCREEN)
+#define KSHOT_RETRIEVAL_HAS_SCREEN 1
+#else
+#define KSHOT_RETRIEVAL_HAS_SCREEN 0
 #endif
 
 #if KSHOT_RETRIEVAL_HAS_KERNEL
@@ -126,6 +140,251 @@ inline void kernel_scan(const float* qpack, const float* x, Index stride, Index 
     select(j, keys);
   }
 }
+
+#if KSHOT_RETRIEVAL_HAS_SCREEN
+
+// ---- bf16 screening (AVX512_BF16 builds) ------------------------------------------------------------------------
+//
+// Each tile is first scored in bfloat16 with VDPBF16PS (two products per lane and instruction: twice the fp32
+// FMA's work per instruction). An item can reach a query's threshold t only if its screening score s~ satisfies
+// s~ >= t - (||q|| a_x + ||q - q~|| b_x), which bounds |s - s~| for the exact float score s (screen_chain_factor); only
+// those (query, item) pairs are scored exactly, by the same sequential FMA chain as kernel_tile, and offered in
+// the same order as kernel_scan would offer them. The offers, and therefore the results, are bitwise those of
+// kernel_scan.
+
+/// Rounds a float to bfloat16 (round to nearest even), returned as its 16 bits.
+inline std::uint32_t to_bf16_bits(float f) noexcept {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return u >> 16;
+}
+
+/// The value of bfloat16 bits `b` (exact in double).
+inline double bf16_value(std::uint32_t b) noexcept {
+  const std::uint32_t u = b << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return static_cast<double>(f);
+}
+
+/// True for a value the screening bound does not cover: |v| >= 2^50 (products could overflow) or a nonzero
+/// |v| < 2^-50 (products could fall below the range where VDPBF16PS keeps them). Rows or queries holding one are
+/// always scored exactly.
+inline bool screen_extreme(float v) noexcept {
+  const float a = std::fabs(v);
+  return a >= 0x1p50f || (a != 0.0f && a < 0x1p-50f);
+}
+
+/**
+ * @brief The bound on |s - s~| for the exact float score s (a sequential FMA chain over d terms) and the
+ * screening score s~ (VDPBF16PS over the bfloat16 roundings q~, x~), when no value is extreme:
+ *
+ *   |s - s~| <= ||q|| a_x + ||q - q~|| b_x,   a_x = ||x - x~|| + g ||x||,   b_x = ||x~||.
+ *
+ * The true sum differs from the sum of the rounded products by q.(x - x~) + (q - q~).x~ (Cauchy-Schwarz on
+ * each). With u = 2^-24 and G = d u / (1 - d u): the float chain is within G sum|q_k x_k| <= G ||q|| ||x|| of
+ * the true sum; VDPBF16PS sums the exact products of the roundings with at most d roundings, within
+ * G ||q~|| ||x~|| <= G (1 + 2^-8)^2 ||q|| ||x||; partial sums flushed to zero below 2^-126 add at most d 2^-126,
+ * at most d u ||q|| ||x|| because nonzero values are at least 2^-50 in magnitude. So g = (G (1 + (1 + 2^-8)^2) +
+ * d u) with a 2^-10 relative margin. The norms are summed in double and rounded up.
+ */
+inline double screen_chain_factor(Index d) noexcept {
+  const double u = 0x1p-24, b = 0x1p-8, dd = static_cast<double>(d);
+  const double g = dd * u / (1.0 - dd * u);
+  return (g * (1.0 + (1.0 + b) * (1.0 + b)) + dd * u) * (1.0 + 0x1p-10);
+}
+
+/// The smallest float >= x (x finite and >= 0, or +inf).
+inline float round_up_to_float(double x) noexcept {
+  float f = static_cast<float>(x);
+  if (static_cast<double>(f) < x) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+  return f;
+}
+
+/// A norm summed in double, with a 2^-20 relative margin for that sum's rounding, rounded up to float.
+inline float norm_bound(double squared_sum) noexcept {
+  return round_up_to_float(std::sqrt(squared_sum) * (1.0 + 0x1p-20));
+}
+
+/**
+ * @brief Writes row x (d values) as bfloat16 pairs (value 2p in the low half of dst[p], 2p + 1 in the high
+ * half; an odd d gets a zero partner) and its bound terms ab[0] = a_x, ab[1] = b_x (see screen_chain_factor),
+ * both +inf when x holds an extreme value.
+ */
+inline void pack_screen_row(const float* x, Index d, double chain, std::uint32_t* dst, float* ab) noexcept {
+  double sum = 0.0, rounding = 0.0, rounded = 0.0;
+  bool extreme = false;
+  for (Index p = 0; p < (d + 1) / 2; ++p) {
+    const float lo = x[2 * p], hi = 2 * p + 1 < d ? x[2 * p + 1] : 0.0f;
+    const std::uint32_t blo = to_bf16_bits(lo), bhi = to_bf16_bits(hi);
+    dst[p] = blo | (bhi << 16);
+    extreme = extreme || screen_extreme(lo) || screen_extreme(hi);
+    const double rlo = bf16_value(blo), rhi = bf16_value(bhi);
+    sum += static_cast<double>(lo) * lo + static_cast<double>(hi) * hi;
+    rounding += (lo - rlo) * (lo - rlo) + (hi - rhi) * (hi - rhi);
+    rounded += rlo * rlo + rhi * rhi;
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  ab[0] = extreme ? inf : round_up_to_float((std::sqrt(rounding) + chain * std::sqrt(sum)) * (1.0 + 0x1p-20));
+  ab[1] = extreme ? inf : norm_bound(rounded);
+}
+
+/**
+ * @brief Packs `count` (<= kernel_group) query rows as bfloat16 pairs, pair-major: dst[p * kernel_group + lane]
+ * (lanes past `count` zero), and writes each lane's bound terms: e1[lane] = ||q||, e2[lane] = ||q - q~||
+ * (rounded up; +inf for a query with an extreme value; 0 for unused lanes).
+ */
+inline void pack_screen_group(const float* q, Index stride, Index count, Index d, std::uint32_t* dst, float* e1,
+                              float* e2) noexcept {
+  const Index pairs = (d + 1) / 2;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (Index lane = 0; lane < kernel_group; ++lane) {
+    if (lane >= count) {
+      for (Index p = 0; p < pairs; ++p) dst[p * kernel_group + lane] = 0;
+      e1[lane] = e2[lane] = 0.0f;
+      continue;
+    }
+    const float* x = q + lane * stride;
+    double sum = 0.0, rounding = 0.0;
+    bool extreme = false;
+    for (Index p = 0; p < pairs; ++p) {
+      const float lo = x[2 * p], hi = 2 * p + 1 < d ? x[2 * p + 1] : 0.0f;
+      const std::uint32_t blo = to_bf16_bits(lo), bhi = to_bf16_bits(hi);
+      dst[p * kernel_group + lane] = blo | (bhi << 16);
+      extreme = extreme || screen_extreme(lo) || screen_extreme(hi);
+      const double rlo = bf16_value(blo), rhi = bf16_value(bhi);
+      sum += static_cast<double>(lo) * lo + static_cast<double>(hi) * hi;
+      rounding += (lo - rlo) * (lo - rlo) + (hi - rhi) * (hi - rhi);
+    }
+    e1[lane] = extreme ? inf : norm_bound(sum);
+    e2[lane] = extreme ? inf : norm_bound(rounding);
+  }
+}
+
+/// acc[v][i] = screening scores of the packed bfloat16 queries (lanes 16 v .. 16 v + 15) against the bfloat16
+/// row xb + i * pstride, for i < NI.
+template <int NI>
+inline void screen_tile(const std::uint32_t* qpack, const std::uint32_t* xb, Index pstride, Index pairs,
+                        __m512 (&acc)[kernel_vectors][NI]) noexcept {
+  for (int v = 0; v < kernel_vectors; ++v)
+    for (int i = 0; i < NI; ++i) acc[v][i] = _mm512_setzero_ps();
+  for (Index p = 0; p < pairs; ++p) {
+    __m512i q[kernel_vectors];
+    for (int v = 0; v < kernel_vectors; ++v)
+      q[v] = _mm512_loadu_si512(static_cast<const void*>(qpack + p * kernel_group + 16 * v));
+    for (int i = 0; i < NI; ++i) {
+      const __m512i xv = _mm512_set1_epi32(static_cast<int>(xb[i * pstride + p]));
+      for (int v = 0; v < kernel_vectors; ++v)
+        acc[v][i] =
+            _mm512_dpbf16_ps(acc[v][i], reinterpret_cast<const __m512bh&>(q[v]), reinterpret_cast<const __m512bh&>(xv));
+    }
+  }
+}
+
+/// The exact float score of kernel_tile: one sequential FMA chain from zero, for `n` (<= 4) pairs at once.
+inline void exact_scores(const float* const* q, const float* const* x, int n, Index d, float* out) noexcept {
+  float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+  const float* q0 = q[0];
+  const float* x0 = x[0];
+  const float* q1 = n > 1 ? q[1] : q0;
+  const float* x1 = n > 1 ? x[1] : x0;
+  const float* q2 = n > 2 ? q[2] : q0;
+  const float* x2 = n > 2 ? x[2] : x0;
+  const float* q3 = n > 3 ? q[3] : q0;
+  const float* x3 = n > 3 ? x[3] : x0;
+  for (Index k = 0; k < d; ++k) {
+    a0 = std::fma(q0[k], x0[k], a0);
+    a1 = std::fma(q1[k], x1[k], a1);
+    a2 = std::fma(q2[k], x2[k], a2);
+    a3 = std::fma(q3[k], x3[k], a3);
+  }
+  const float all[4] = {a0, a1, a2, a3};
+  for (int i = 0; i < n; ++i) out[i] = all[i];
+}
+
+/**
+ * @brief kernel_scan for inner-product keys with bfloat16 screening: the same offers, in the same order, with
+ * the same keys.
+ *
+ * @param qpack the group's bfloat16 query pairs (pack_screen_group).
+ * @param qrows the group's float query rows (row stride qstride), which the exact scores read.
+ * @param lanes the group's number of queries (the lanes past it are never offered anything).
+ * @param e1, e2 the group's query bound terms (pack_screen_group).
+ * @param xb the items' bfloat16 pairs (row stride pstride), x their float rows (row stride d), xab their bound
+ * terms a_x, b_x interleaved (pack_screen_row).
+ */
+template <class Offer>
+inline void screen_scan(const std::uint32_t* qpack, const float* qrows, Index qstride, Index lanes, const float* e1,
+                        const float* e2, const std::uint32_t* xb, Index pstride, const float* x, const float* xab,
+                        Index count, Index d, float* threshold, Offer&& offer) {
+  const Index pairs = (d + 1) / 2;
+  __m512 qa[kernel_vectors], qb[kernel_vectors], t[kernel_vectors];
+  __mmask16 used[kernel_vectors];  // the group's real queries: lanes [0, lanes)
+  for (int v = 0; v < kernel_vectors; ++v) {
+    qa[v] = _mm512_loadu_ps(e1 + 16 * v);
+    qb[v] = _mm512_loadu_ps(e2 + 16 * v);
+    t[v] = _mm512_loadu_ps(threshold + 16 * v);
+    const Index first = 16 * v, live = std::max<Index>(0, std::min<Index>(16, lanes - first));
+    used[v] = static_cast<__mmask16>(live == 16 ? 0xFFFFu : (1u << live) - 1u);
+  }
+  // Candidates of one tile: (item in the tile, lane), item-major and lanes ascending: kernel_scan's offer order.
+  constexpr int max_candidates = kernel_items * kernel_group;
+  std::uint16_t cand_item[max_candidates], cand_lane[max_candidates];
+  float keys[max_candidates];
+  auto process = [&](Index j0, int items, auto& acc) {
+    int n = 0;
+    for (int i = 0; i < items; ++i) {
+      const __m512 ax = _mm512_set1_ps(xab[2 * (j0 + i)]), bx = _mm512_set1_ps(xab[2 * (j0 + i) + 1]);
+      for (int v = 0; v < kernel_vectors; ++v) {
+        // t - ||q|| a_x - ||q - q~|| b_x, each step rounded down; a NaN (inf - inf, 0 inf) or a NaN screening score
+        // passes: it is scored exactly.
+        constexpr int down = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+        const __m512 lower = _mm512_fnmadd_round_ps(qb[v], bx, _mm512_fnmadd_round_ps(qa[v], ax, t[v], down), down);
+        for (unsigned bits = _mm512_mask_cmp_ps_mask(used[v], acc[v][i], lower, _CMP_NLT_UQ); bits != 0;
+             bits &= bits - 1) {
+          cand_item[n] = static_cast<std::uint16_t>(i);
+          cand_lane[n] = static_cast<std::uint16_t>(16 * v + __builtin_ctz(bits));
+          ++n;
+        }
+      }
+    }
+    if (n == 0) return;
+    // Request every candidate row at once (they are read right below, one chain at a time).
+    for (int c = 0; c < n; ++c) {
+      const char* row = reinterpret_cast<const char*>(x + (j0 + cand_item[c]) * d);
+      for (Index byte = 0; byte < d * Index(sizeof(float)); byte += 64) _mm_prefetch(row + byte, _MM_HINT_T0);
+    }
+    for (int c = 0; c < n; c += 4) {
+      const int m = std::min(4, n - c);
+      const float* qs[4];
+      const float* xs[4];
+      for (int i = 0; i < m; ++i) {
+        qs[i] = qrows + static_cast<Index>(cand_lane[c + i]) * qstride;
+        xs[i] = x + (j0 + cand_item[c + i]) * d;
+      }
+      exact_scores(qs, xs, m, d, keys + c);
+    }
+    for (int c = 0; c < n; ++c) {
+      const int lane = cand_lane[c];
+      if (keys[c] >= threshold[lane]) threshold[lane] = offer(lane, j0 + cand_item[c], keys[c]);
+    }
+    for (int v = 0; v < kernel_vectors; ++v) t[v] = _mm512_loadu_ps(threshold + 16 * v);
+  };
+  Index j = 0;
+  for (; j + kernel_items <= count; j += kernel_items) {
+    __m512 acc[kernel_vectors][kernel_items];
+    screen_tile<kernel_items>(qpack, xb + j * pstride, pstride, pairs, acc);
+    process(j, kernel_items, acc);
+  }
+  for (; j < count; ++j) {
+    __m512 acc[kernel_vectors][1];
+    screen_tile<1>(qpack, xb + j * pstride, pstride, pairs, acc);
+    process(j, 1, acc);
+  }
+}
+
+#endif  // KSHOT_RETRIEVAL_HAS_SCREEN
 
 }  // namespace detail
 }  // namespace kshot
