@@ -121,7 +121,8 @@ TEST_CASE("sampling.episode: small-class policies throw or skip or sample with r
   const LabelVector labels = make_labels({10, 10, 6, 10});
   const ClassIndex index(labels);
   KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {2, 4, 3}, 1), std::invalid_argument,
-                              "kshot::EpisodeSampler::EpisodeSampler()", "class 2 has 6 examples but an episode needs 7");
+                              "kshot::EpisodeSampler::EpisodeSampler()",
+                              "class 2 has 6 examples but an episode needs 7");
   EpisodeConfig skip{2, 4, 3, -1, SmallClassPolicy::skip};
   const EpisodeSampler skipping(index, skip, 1);
   CHECK(skipping.skipped_classes() == std::vector<Label>{2});
@@ -209,8 +210,8 @@ TEST_CASE("sampling.episode: epoch mode shows every example as a query exactly o
                               "kshot::EpisodeSampler::sample_epoch()", "of epoch 0");
 }
 
-TEST_CASE_TEMPLATE("sampling.episode: gathering copies the right rows and a batch is identical for 1 and 2 threads", Scalar,
-                   float, double) {
+TEST_CASE_TEMPLATE("sampling.episode: gathering copies the right rows and a batch is identical for 1 and 2 threads",
+                   Scalar, float, double) {
   const LabelVector labels = make_labels(std::vector<Index>(10, 30));
   const RowMatrixX<Scalar> features = kshot::test::random_matrix<Scalar>(labels.size(), 64, 5);
   const ClassIndex index(labels);
@@ -265,15 +266,18 @@ TEST_CASE("sampling.episode: bad configurations throw naming the numbers") {
   const ClassIndex index(labels);
   KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {5, 1, 1}, 1), std::invalid_argument,
                               "an episode needs 5 classes but only 4 are eligible");
-  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {0, 1, 1}, 1), std::invalid_argument, "ways must be at least 1, got 0");
-  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {2, 0, 1}, 1), std::invalid_argument, "shots must be at least 1, got 0");
+  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {0, 1, 1}, 1), std::invalid_argument,
+                              "ways must be at least 1, got 0");
+  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {2, 0, 1}, 1), std::invalid_argument,
+                              "shots must be at least 1, got 0");
   KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {2, 1, -3}, 1), std::invalid_argument,
                               "queries must be at least 1, got -3");
   KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {2, 3, 1, 5}, 1), std::invalid_argument,
                               "min_shots must be -1 or in [1, shots = 3], got 5");
   KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {2, 1, 1}, 1, {0, 9}), std::invalid_argument,
                               "classes lists class 9, outside [0, 4)");
-  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {2, 1, 1}, 1, {1, 1}), std::invalid_argument, "lists class 1 twice");
+  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, {2, 1, 1}, 1, {1, 1}), std::invalid_argument,
+                              "lists class 1 twice");
   const ClassIndex empty{LabelVector(0)};
   KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(empty, {1, 1, 1}, 1), std::invalid_argument, "the dataset is empty");
   // A class subset restricts the draw.
@@ -289,7 +293,8 @@ TEST_CASE("sampling.batch: m-per-class batches are seeded and well formed") {
   const LabelVector labels = make_labels({12, 12, 3, 12, 12, 12});
   const ClassIndex index(labels);
   KSHOT_CHECK_THROWS_WITH_ALL(MPerClassSampler(index, 4, 16, 1), std::invalid_argument,
-                              "kshot::MPerClassSampler::MPerClassSampler()", "class 2 has 3 examples but a batch takes m = 4");
+                              "kshot::MPerClassSampler::MPerClassSampler()",
+                              "class 2 has 3 examples but a batch takes m = 4");
   KSHOT_CHECK_THROWS_WITH_ALL(MPerClassSampler(index, 4, 18, 1), std::invalid_argument,
                               "batch_size must be a positive multiple of m = 4, got 18");
   const MPerClassSampler sampler(index, 4, 16, 5, SmallClassPolicy::skip);
@@ -375,13 +380,40 @@ TEST_CASE("sampling.batch: listed classes are checked like the episode sampler's
   const LabelVector labels = make_labels({12, 12, 12});
   const ClassIndex index(labels);
   KSHOT_CHECK_THROWS_WITH_ALL(MPerClassSampler(index, 2, 4, 1, SmallClassPolicy::throw_error, {0, 0}),
-                              std::invalid_argument, "kshot::MPerClassSampler::MPerClassSampler()", "lists class 0 twice");
-  KSHOT_CHECK_THROWS_WITH_ALL(MPerClassSampler(index, 2, 4, 1, SmallClassPolicy::throw_error, {5}), std::invalid_argument,
-                              "classes lists class 5, outside [0, 3)");
+                              std::invalid_argument, "kshot::MPerClassSampler::MPerClassSampler()",
+                              "lists class 0 twice");
+  KSHOT_CHECK_THROWS_WITH_ALL(MPerClassSampler(index, 2, 4, 1, SmallClassPolicy::throw_error, {5}),
+                              std::invalid_argument, "classes lists class 5, outside [0, 3)");
   const MPerClassSampler two(index, 2, 4, 1, SmallClassPolicy::throw_error, {0, 2});
   Batch b;
   for (Index i = 0; i < 10; ++i) {
     two.sample(i, b);
     for (Label l : b.labels) CHECK((l == 0 || l == 2));
   }
+}
+
+TEST_CASE("sampling.gather: gather_rows copies the listed rows in order and checks every row first") {
+  const RowMatrixX<float> features = kshot::test::random_matrix<float>(50, 13, 3);
+  for (std::size_t count :
+       {std::size_t(0), std::size_t(1), std::size_t(3), std::size_t(4), std::size_t(5), std::size_t(40)}) {
+    std::vector<Index> rows;
+    for (std::size_t k = 0; k < count; ++k) rows.push_back(static_cast<Index>((k * 17 + 5) % 50));
+    RowMatrixX<float> out = RowMatrixX<float>::Constant(static_cast<Index>(count) + 2, 13, -7.0f);
+    gather_rows<float>(features, rows, out);
+    for (std::size_t k = 0; k < count; ++k) CHECK(out.row(static_cast<Index>(k)) == features.row(rows[k]));
+    CHECK((out.bottomRows(2).array() == -7.0f).all());  // rows past rows.size() untouched
+  }
+  RowMatrixX<float> out = RowMatrixX<float>::Constant(6, 13, -7.0f);
+  const std::vector<Index> bad{1, 2, 3, 4, 50, 6};
+  KSHOT_CHECK_THROWS_WITH_ALL(gather_rows<float>(features, bad, out), std::out_of_range, "kshot::gather_rows()",
+                              "row 50 is outside [0, 50)");
+  CHECK((out.array() == -7.0f).all());  // nothing copied
+  const std::vector<Index> negative{-1};
+  KSHOT_CHECK_THROWS_WITH_ALL(gather_rows<float>(features, negative, out), std::out_of_range, "row -1");
+  RowMatrixX<float> narrow(6, 12);
+  KSHOT_CHECK_THROWS_WITH_ALL(gather_rows<float>(features, std::vector<Index>{0}, narrow), std::invalid_argument,
+                              "out has 12 columns but features has 13");
+  RowMatrixX<float> short_out(1, 13);
+  KSHOT_CHECK_THROWS_WITH_ALL(gather_rows<float>(features, std::vector<Index>{0, 1}, short_out), std::invalid_argument,
+                              "out has 1 rows but 2 are gathered");
 }

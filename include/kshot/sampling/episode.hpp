@@ -66,8 +66,10 @@ struct Episode {
 
 /**
  * @brief Copies rows `rows` of `features` into the first rows.size() rows of `out`.
+ *
+ * Every row index is checked before anything is copied.
  * @throws std::invalid_argument if out has too few rows or a different width; std::out_of_range for a
- * row outside features.
+ * row outside features (out is unchanged then).
  */
 template <class Scalar>
 void gather_rows(ConstRowMatrixRef<Scalar> features, const std::vector<Index>& rows, RowMatrixRef<Scalar> out) {
@@ -78,12 +80,12 @@ void gather_rows(ConstRowMatrixRef<Scalar> features, const std::vector<Index>& r
               detail::cat("out has ", out.rows(), " rows but ", rows.size(), " are gathered"));
   const Index d = features.cols();
   const auto bytes = static_cast<std::size_t>(d) * sizeof(Scalar);
-  for (std::size_t k = 0; k < rows.size(); ++k) {
-    const Index r = rows[k];
+  for (const Index r : rows)
     KSHOT_CHECK_RANGE(r >= 0 && r < features.rows(), where,
                       detail::cat("row ", r, " is outside [0, ", features.rows(), ")"));
+  for (std::size_t k = 0; k < rows.size(); ++k) {
     // Rows of both are contiguous (row-major Refs with unit inner stride).
-    std::memcpy(out.row(static_cast<Index>(k)).data(), features.row(r).data(), bytes);
+    std::memcpy(out.row(static_cast<Index>(k)).data(), features.row(rows[k]).data(), bytes);
   }
 }
 
