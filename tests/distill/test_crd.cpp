@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // CRDLoss and EmbeddingDistillLoss: the definitions computed directly, central-difference gradients (student and
 // teacher sides), the memory update, seeded negatives, degenerate inputs, float against double, 1 vs 2 threads,
-// errors; and any torchdistill CRD reference case present in the reference sets.
+// errors; and torchdistill's CRDLoss itself on the cases of tests/data/reference/td_crd_*.json (and any CRD case of the
+// shared reference set).
 #include "distill/distill_checks.hpp"
 
 #include <kshot/distill/crd.hpp>
@@ -47,8 +48,10 @@ double crd_by_hand(const RowMatrixX<double>& s, const RowMatrixX<double>& t, con
 
 }  // namespace
 
-TEST_CASE("CRDLoss: torchdistill reference cases, when present") {
+TEST_CASE("CRDLoss: torchdistill reference cases") {
+  // tests/data/reference/td_crd_*.json (generate_torchdistill_crd.py), plus any CRD case of the shared set.
   const auto all = cases("CRDLoss");
+  REQUIRE(all.size() >= 2);
   for (const auto& c : all) {
     INFO("case " << c.json.at("case").get<std::string>());
     const auto& in = c.json.at("inputs");
@@ -75,6 +78,11 @@ TEST_CASE("CRDLoss: torchdistill reference cases, when present") {
     if (c.json.contains("outputs") && c.json.at("outputs").contains("memory_v1")) {
       CHECK(matrix_rel(loss.memory_student, c.output("memory_v1")) <= reference_tolerance);
       CHECK(matrix_rel(loss.memory_teacher, c.output("memory_v2")) <= reference_tolerance);
+    }
+    if (c.json.contains("outputs") && c.json.at("outputs").contains("z_v1")) {
+      // torchdistill's z_v1 normalises memory_v2 . student (kshot's z_student), z_v2 the teacher's side.
+      CHECK(scalar_rel(loss.z_student, c.json.at("outputs").at("z_v1").get<double>()) <= reference_tolerance);
+      CHECK(scalar_rel(loss.z_teacher, c.json.at("outputs").at("z_v2").get<double>()) <= reference_tolerance);
     }
   }
 }
