@@ -18,6 +18,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -91,9 +92,7 @@ inline std::vector<Index> shape_of(const ReferenceCase& c, const std::string& in
 }
 
 /// |a - b| / max(|b|, tiny).
-inline double scalar_rel(double a, double b) {
-  return std::abs(a - b) / std::max(std::abs(b), 1e-300);
-}
+inline double scalar_rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-300); }
 
 /// max |a - b| / max |b| over the entries (a norm-relative error for gradients).
 template <class DA, class DB>
@@ -129,6 +128,33 @@ void check_threads_bitwise(F&& f, Index rows, Index cols) {
   }
   CHECK(std::memcmp(&v1, &v2, sizeof(double)) == 0);
   CHECK(std::memcmp(g1.data(), g2.data(), sizeof(double) * static_cast<std::size_t>(g1.size())) == 0);
+}
+
+/// `loss.evaluate(student, teacher, grad)` on a case's "student*" and "teacher*" inputs against its loss and student
+/// gradient; returns the value.
+template <class Loss>
+double check_student_case(Loss& loss, const ReferenceCase& c) {
+  const RowMatrixX<double> s = c.input(key_with(c.json.at("inputs"), "student"));
+  const RowMatrixX<double> t = c.input(key_with(c.json.at("inputs"), "teacher"));
+  RowMatrixX<double> grad(s.rows(), s.cols());
+  const double value = loss.evaluate(s, t, grad);
+  CHECK(scalar_rel(value, c.loss()) <= reference_tolerance);
+  CHECK(matrix_rel(grad, c.grad(key_with(c.json.at("grad"), "student"))) <= reference_tolerance);
+  return value;
+}
+
+/// For a loss with `evaluate(student, teacher, grad)`: float against double (value and student gradient within
+/// relative `tol`) and 1 against 2 threads bitwise in double, on student s and teacher t.
+template <class LossD, class LossF>
+void check_float_and_threads(LossD& ld, LossF& lf, const RowMatrixX<double>& s, const RowMatrixX<double>& t,
+                             double tol) {
+  RowMatrixX<double> gd(s.rows(), s.cols());
+  RowMatrixX<float> gf(s.rows(), s.cols());
+  const double vd = ld.evaluate(s, t, gd);
+  const float vf = lf.evaluate(s.cast<float>(), t.cast<float>(), gf);
+  CHECK(std::abs(static_cast<double>(vf) - vd) / std::abs(vd) < tol);
+  CHECK(gradient_rel_error(gf.cast<double>(), gd) < tol);
+  check_threads_bitwise([&](RowMatrixX<double>& g) { return ld.evaluate(s, t, g); }, s.rows(), s.cols());
 }
 
 }  // namespace distill_checks

@@ -30,8 +30,8 @@ RowMatrixX<double> unit_rows(const RowMatrixX<double>& x) {
 
 /// CRD as torchdistill's code reads (exp, division, log), for given memories, indices and Z.
 double crd_by_hand(const RowMatrixX<double>& s, const RowMatrixX<double>& t, const RowMatrixX<double>& m1,
-                   const RowMatrixX<double>& m2, const IndexRowMatrix& idx, double T, double zs, double zt,
-                   double eps, double num_samples) {
+                   const RowMatrixX<double>& m2, const IndexRowMatrix& idx, double T, double zs, double zt, double eps,
+                   double num_samples) {
   const Index b = s.rows(), kk = idx.cols();
   const long double mpn = (kk - 1) / (long double)num_samples;
   auto side = [&](const RowMatrixX<double>& x, const RowMatrixX<double>& mem, double z) {
@@ -114,10 +114,10 @@ TEST_CASE("CRDLoss: value against the definition, both gradients against central
       for (Index c = 0; c < k + 1; ++c) mean += std::exp(loss.memory_teacher.row(idx(i, c)).dot(s.row(i)) / T);
     CHECK(scalar_rel(loss.z_student, static_cast<double>(mean / (b * (k + 1)) * m)) < 1e-12);
     RowMatrixX<double> none(0, 0);
-    check_gradient(
-        [&](const RowMatrixX<double>& x) { return loss.evaluate_with_indices(x, t, idx, none, none); }, s, gs);
-    check_gradient(
-        [&](const RowMatrixX<double>& x) { return loss.evaluate_with_indices(s, x, idx, none, none); }, t, gt);
+    check_gradient([&](const RowMatrixX<double>& x) { return loss.evaluate_with_indices(x, t, idx, none, none); }, s,
+                   gs);
+    check_gradient([&](const RowMatrixX<double>& x) { return loss.evaluate_with_indices(s, x, idx, none, none); }, t,
+                   gt);
     // The value-only and student-only forms agree.
     loss.seed_negatives(0);
     RowMatrixX<double> gs2(b, d);
@@ -138,7 +138,8 @@ TEST_CASE("CRDLoss: value against the definition, both gradients against central
 
 TEST_CASE("CRDLoss: memory update, seeded negatives, large scores") {
   const Index b = 4, d = 3, m = 10;
-  const RowMatrixX<double> s = unit_rows(random_matrix<double>(b, d, 21)), t = unit_rows(random_matrix<double>(b, d, 22));
+  const RowMatrixX<double> s = unit_rows(random_matrix<double>(b, d, 21)),
+                           t = unit_rows(random_matrix<double>(b, d, 22));
   IndexVector pos(b);
   pos << 2, 5, 2, 9;  // a repeated index keeps its last row
   CRDLoss<double> a(d, m, 5), c(d, m, 5);
@@ -179,7 +180,8 @@ TEST_CASE("CRDLoss: memory update, seeded negatives, large scores") {
 
 TEST_CASE("CRDLoss: float vs double, 1 vs 2 threads, errors") {
   const Index b = 64, d = 128, m = 5000, k = 4096;
-  const RowMatrixX<double> s = unit_rows(random_matrix<double>(b, d, 31)), t = unit_rows(random_matrix<double>(b, d, 32));
+  const RowMatrixX<double> s = unit_rows(random_matrix<double>(b, d, 31)),
+                           t = unit_rows(random_matrix<double>(b, d, 32));
   IndexVector pos(b);
   for (Index i = 0; i < b; ++i) pos[i] = (i * 37) % m;
   CRDLoss<double> ld(d, m, 9);
@@ -208,7 +210,8 @@ TEST_CASE("CRDLoss: float vs double, 1 vs 2 threads, errors") {
   loss.num_negatives = 8;
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t, pos), std::out_of_range, "pos[", "outside the memory of 100 rows");
   IndexVector short_pos = IndexVector::Zero(3);
-  KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t, short_pos), std::invalid_argument, "pos has 3 entries but student has 64 rows");
+  KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t, short_pos), std::invalid_argument,
+                              "pos has 3 entries but student has 64 rows");
   const IndexVector ok = IndexVector::Zero(b);
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, RowMatrixX<double>(t.leftCols(5)), ok), std::invalid_argument,
                               "teacher has 5 columns but student has 128");
@@ -292,13 +295,7 @@ TEST_CASE("EmbeddingDistillLoss: float vs double, 1 vs 2 threads, errors") {
   const RowMatrixX<double> s = random_matrix<double>(n, 64, 51), t = random_matrix<double>(n, 128, 52);
   EmbeddingDistillLoss<double> ld;
   EmbeddingDistillLoss<float> lf;
-  RowMatrixX<double> gd(n, 64);
-  RowMatrixX<float> gf(n, 64);
-  const double vd = ld.evaluate(s, t, gd);
-  const float vf = lf.evaluate(s.cast<float>(), t.cast<float>(), gf);
-  CHECK(std::abs(vf - vd) / vd < 1e-4);
-  CHECK(gradient_rel_error(gf.cast<double>(), gd) < 1e-4);
-  check_threads_bitwise([&](RowMatrixX<double>& g) { return ld.evaluate(s, t, g); }, n, 64);
+  check_float_and_threads(ld, lf, s, t, 1e-4);
   ld.student_temperature = 0;
   KSHOT_CHECK_THROWS_WITH_ALL(ld.evaluate(s, t), std::invalid_argument, "kshot::EmbeddingDistillLoss::evaluate()",
                               "student_temperature is 0");

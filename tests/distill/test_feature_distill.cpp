@@ -58,7 +58,8 @@ TEST_CASE("FitNetLoss: torchdistill reference cases") {
       const double value = loss.evaluate(s, t, grad, gw, gb);
       CHECK(scalar_rel(value, c.loss()) <= reference_tolerance);
       if (c.json.at("grad").contains(wk))
-        CHECK(matrix_rel(gw, Eigen::Map<const RowMatrixX<double>>(c.grad(wk).data(), ws[0], ws[1])) <= reference_tolerance);
+        CHECK(matrix_rel(gw, Eigen::Map<const RowMatrixX<double>>(c.grad(wk).data(), ws[0], ws[1])) <=
+              reference_tolerance);
       if (loss.use_bias && c.json.at("grad").contains("bias"))
         CHECK(matrix_rel(gb, VectorX<double>(c.grad("bias").reshaped())) <= reference_tolerance);
     } else {
@@ -94,7 +95,9 @@ TEST_CASE("FitNetLoss: value and gradients (student, weight, bias) against the d
             const long double diff = r - t(i, o * hw + p);
             total += diff * diff;
           }
-      const double denom = red == DistillReduction::mean ? double(n * ct * hw) : red == DistillReduction::batchmean ? double(n) : 1.0;
+      const double denom = red == DistillReduction::mean        ? double(n * ct * hw)
+                           : red == DistillReduction::batchmean ? double(n)
+                                                                : 1.0;
       CHECK(scalar_rel(v, static_cast<double>(total / denom)) < 1e-13);
       check_gradient([&](const RowMatrixX<double>& x) { return loss.evaluate(x, t); }, s, g);
       const RowMatrixX<double> w0 = loss.weight;
@@ -285,13 +288,7 @@ TEST_CASE("AttentionTransferLoss: float vs double, 1 vs 2 threads, errors") {
   for (const auto mode : {AttentionMode::code, AttentionMode::paper}) {
     ld.mode = mode;
     lf.mode = mode;
-    RowMatrixX<double> gd(n, cs * h * w);
-    RowMatrixX<float> gf(n, cs * h * w);
-    const double vd = ld.evaluate(s, t, gd);
-    const float vf = lf.evaluate(s.cast<float>(), t.cast<float>(), gf);
-    CHECK(std::abs(vf - vd) / vd < 1e-5);
-    CHECK(gradient_rel_error(gf.cast<double>(), gd) < 1e-5);
-    check_threads_bitwise([&](RowMatrixX<double>& g) { return ld.evaluate(s, t, g); }, n, cs * h * w);
+    check_float_and_threads(ld, lf, s, t, 1e-5);
   }
   AttentionTransferLoss<double> loss;
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t), std::invalid_argument, "kshot::AttentionTransferLoss::evaluate()",
@@ -336,13 +333,9 @@ TEST_CASE("SPLoss: torchdistill (L1) and mdistiller (L2) reference cases") {
     const bool mdistiller = c.json.value("peer", std::string()).find("mdistiller") != std::string::npos;
     const std::string norm = param_string(c, "norm", mdistiller ? "l2" : "l1");
     loss.norm = norm == "l2" || norm == "2" ? SPNorm::l2 : SPNorm::l1;
-    loss.reduction = param_string(c, "reduction", "batchmean") == "batchmean" ? DistillReduction::batchmean : DistillReduction::sum;
-    const RowMatrixX<double> s = c.input(key_with(c.json.at("inputs"), "student"));
-    const RowMatrixX<double> t = c.input(key_with(c.json.at("inputs"), "teacher"));
-    RowMatrixX<double> grad(s.rows(), s.cols());
-    const double value = loss.evaluate(s, t, grad);
-    CHECK(scalar_rel(value, c.loss()) <= reference_tolerance);
-    CHECK(matrix_rel(grad, c.grad(key_with(c.json.at("grad"), "student"))) <= reference_tolerance);
+    loss.reduction =
+        param_string(c, "reduction", "batchmean") == "batchmean" ? DistillReduction::batchmean : DistillReduction::sum;
+    check_student_case(loss, c);
   }
 }
 
@@ -383,13 +376,7 @@ TEST_CASE("SPLoss: float vs double and 1 vs 2 threads") {
     SPLoss<double> ld;
     SPLoss<float> lf;
     ld.norm = lf.norm = norm;
-    RowMatrixX<double> gd(n, 64);
-    RowMatrixX<float> gf(n, 64);
-    const double vd = ld.evaluate(s, t, gd);
-    const float vf = lf.evaluate(s.cast<float>(), t.cast<float>(), gf);
-    CHECK(std::abs(vf - vd) / vd < 1e-4);
-    CHECK(gradient_rel_error(gf.cast<double>(), gd) < 1e-4);
-    check_threads_bitwise([&](RowMatrixX<double>& g) { return ld.evaluate(s, t, g); }, n, 64);
+    check_float_and_threads(ld, lf, s, t, 1e-4);
   }
 }
 
@@ -421,12 +408,7 @@ TEST_CASE("PKTLoss: torchdistill reference cases") {
     INFO("case " << c.json.at("case").get<std::string>());
     PKTLoss<double> loss;
     loss.eps = param(c, "eps", 1e-7);
-    const RowMatrixX<double> s = c.input(key_with(c.json.at("inputs"), "student"));
-    const RowMatrixX<double> t = c.input(key_with(c.json.at("inputs"), "teacher"));
-    RowMatrixX<double> grad(s.rows(), s.cols());
-    const double value = loss.evaluate(s, t, grad);
-    CHECK(scalar_rel(value, c.loss()) <= reference_tolerance);
-    CHECK(matrix_rel(grad, c.grad(key_with(c.json.at("grad"), "student"))) <= reference_tolerance);
+    check_student_case(loss, c);
   }
 }
 
@@ -453,13 +435,7 @@ TEST_CASE("PKTLoss: definition, central differences, degenerate rows, float, thr
   const RowMatrixX<double> bs = random_matrix<double>(n, 64, 63), bt = random_matrix<double>(n, 32, 64);
   PKTLoss<double> ld;
   PKTLoss<float> lf;
-  RowMatrixX<double> gd(n, 64);
-  RowMatrixX<float> gf(n, 64);
-  const double vd = ld.evaluate(bs, bt, gd);
-  const float vf = lf.evaluate(bs.cast<float>(), bt.cast<float>(), gf);
-  CHECK(std::abs(vf - vd) / vd < 1e-3);
-  CHECK(gradient_rel_error(gf.cast<double>(), gd) < 1e-3);
-  check_threads_bitwise([&](RowMatrixX<double>& g) { return ld.evaluate(bs, bt, g); }, n, 64);
+  check_float_and_threads(ld, lf, bs, bt, 1e-3);
   ld.eps = 0;
   KSHOT_CHECK_THROWS_WITH_ALL(ld.evaluate(s, t), std::invalid_argument, "kshot::PKTLoss::evaluate()", "eps is 0");
   ld.eps = 1e-7;

@@ -49,7 +49,9 @@ double kd_by_hand(const RowMatrixX<double>& s, const RowMatrixX<double>& t, cons
     for (std::size_t k = 0; k < lq.size(); ++k) kl += std::exp(lp[k]) * (lp[k] - lq[k]);
     if (y != nullptr) ce -= log_softmax_ld(s, i, 1.0L)[static_cast<std::size_t>((*y)[i])];
   }
-  const long double kl_red = red == DistillReduction::batchmean ? kl / n : red == DistillReduction::mean ? kl / (n * c) : kl;
+  const long double kl_red = red == DistillReduction::batchmean ? kl / n
+                             : red == DistillReduction::mean    ? kl / (n * c)
+                                                                : kl;
   const long double ce_red = red == DistillReduction::sum ? ce : ce / n;
   if (y == nullptr || alpha == 0) return static_cast<double>(kl_red);
   return static_cast<double>(alpha * ce_red + beta * T * T * kl_red);
@@ -68,7 +70,9 @@ TEST_CASE("KDLoss: torchdistill reference cases") {
     const auto& p = c.json.at("params");
     if (p.contains("beta") && !p.at("beta").is_null()) loss.beta = p.at("beta").get<double>();
     const std::string red = param_string(c, "reduction", "batchmean");
-    loss.reduction = red == "sum" ? DistillReduction::sum : red == "mean" ? DistillReduction::mean : DistillReduction::batchmean;
+    loss.reduction = red == "sum"    ? DistillReduction::sum
+                     : red == "mean" ? DistillReduction::mean
+                                     : DistillReduction::batchmean;
     loss.label_smoothing = param(c, "label_smoothing", 0.0);
     loss.ignore_index = static_cast<Label>(param(c, "ignore_index", -100));
     const RowMatrixX<double> s = c.input(key_with(c.json.at("inputs"), "student"));
@@ -115,12 +119,10 @@ TEST_CASE("KDLoss: gradient against central differences") {
     DistillReduction red;
     bool targets, ignore;
   };
-  const std::vector<Setting> settings{{4, 0.9, 0, DistillReduction::batchmean, true, false},
-                                      {1, 0.5, 0, DistillReduction::mean, true, false},
-                                      {0.3, 0.2, 0.1, DistillReduction::sum, true, false},
-                                      {100, 0.7, 0.2, DistillReduction::batchmean, true, true},
-                                      {2, 0.0, 0, DistillReduction::batchmean, true, false},
-                                      {3, 0.5, 0, DistillReduction::batchmean, false, false}};
+  const std::vector<Setting> settings{
+      {4, 0.9, 0, DistillReduction::batchmean, true, false}, {1, 0.5, 0, DistillReduction::mean, true, false},
+      {0.3, 0.2, 0.1, DistillReduction::sum, true, false},   {100, 0.7, 0.2, DistillReduction::batchmean, true, true},
+      {2, 0.0, 0, DistillReduction::batchmean, true, false}, {3, 0.5, 0, DistillReduction::batchmean, false, false}};
   for (const auto& st : settings) {
     INFO("T " << st.T << " alpha " << st.alpha << " smoothing " << st.smoothing);
     KDLoss<double> loss;
@@ -201,7 +203,8 @@ TEST_CASE("KDLoss: bad input throws with a clear message") {
                               "teacher has 5 columns", "student has 3");
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t3), std::invalid_argument, "teacher has 3 rows", "student has 4 rows");
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t, y, bad), std::invalid_argument, "grad is 3 x 3", "4 x 3");
-  KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t, LabelVector(y.head(3))), std::invalid_argument, "targets has 3 entries");
+  KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t, LabelVector(y.head(3))), std::invalid_argument,
+                              "targets has 3 entries");
   y[1] = 3;
   KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(s, t, y), std::out_of_range, "targets[1] = 3");
   y[1] = 0;

@@ -98,13 +98,9 @@ TEST_CASE("RKDLoss: torchdistill reference cases") {
     loss.angle_factor = param(c, "angle_factor", 0.0);
     loss.reduction = param_string(c, "reduction", "mean") == "sum" ? DistillReduction::sum : DistillReduction::mean;
     loss.smooth_l1_beta = param(c, "beta", 1.0);
-    const RowMatrixX<double> s = c.input(key_with(c.json.at("inputs"), "student"));
-    const RowMatrixX<double> t = c.input(key_with(c.json.at("inputs"), "teacher"));
-    RowMatrixX<double> grad(s.rows(), s.cols());
-    const double value = loss.evaluate(s, t, grad);
-    CHECK(scalar_rel(value, c.loss()) <= reference_tolerance);
-    CHECK(matrix_rel(grad, c.grad(key_with(c.json.at("grad"), "student"))) <= reference_tolerance);
-    CHECK(loss.evaluate(s, t) == value);
+    const double value = check_student_case(loss, c);
+    CHECK(loss.evaluate(c.input(key_with(c.json.at("inputs"), "student")),
+                        c.input(key_with(c.json.at("inputs"), "teacher"))) == value);
   }
 }
 
@@ -175,14 +171,8 @@ TEST_CASE("RKDLoss: float agrees with double, and 1 vs 2 threads are bitwise ide
   const RowMatrixX<double> s = random_matrix<double>(n, 32, 21), t = random_matrix<double>(n, 48, 22);
   RKDLoss<double> ld;
   RKDLoss<float> lf;
-  RowMatrixX<double> gd(n, 32);
-  RowMatrixX<float> gf(n, 32);
-  const double vd = ld.evaluate(s, t, gd);
-  const float vf = lf.evaluate(s.cast<float>(), t.cast<float>(), gf);
-  CHECK(std::abs(vf - vd) / vd < 1e-4);
-  CHECK(gradient_rel_error(gf.cast<double>(), gd) < 1e-4);
+  check_float_and_threads(ld, lf, s, t, 1e-4);
   CHECK(lf.last_explicit_apexes() == 0);
-  check_threads_bitwise([&](RowMatrixX<double>& g) { return ld.evaluate(s, t, g); }, n, 32);
   // With explicit apexes in the batch too.
   RowMatrixX<double> d = s;
   d.row(7) = d.row(50);
