@@ -3,9 +3,10 @@
 // results with screening against the results without it, which must be bitwise the same (ids, scores, counts)
 // for every metric, shape, filter, history of adds and removes, extreme value and thread count.
 //
-// Built into kshot_native_tests (-march=native, see tests/CMakeLists.txt), which runs where the build machine's
-// instruction set has the paths: on a machine without AVX512_BF16 FlatIndex::screening_available is false, the
-// comparisons run the exact paths twice, and the bound test is compiled out (the first test case says which).
+// Built twice: into kshot_tests (portable, sanitized: screening_available is false there, so the comparisons run the
+// exact paths twice and check set_screening() under the sanitizers) and into kshot_native_tests (-march=native, see
+// tests/CMakeLists.txt), which screens where the build machine has AVX512_BF16. Without it the bound test is compiled
+// out (the first test case says which path ran).
 #include "test_util.hpp"
 
 #include <kshot/core/threads.hpp>
