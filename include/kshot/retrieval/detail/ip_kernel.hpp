@@ -207,27 +207,41 @@ inline float norm_bound(double squared_sum) noexcept {
   return round_up_to_float(std::sqrt(squared_sum) * (1.0 + 0x1p-20));
 }
 
-/**
- * @brief Writes row x (d values) as bfloat16 pairs (value 2p in the low half of dst[p], 2p + 1 in the high
- * half; an odd d gets a zero partner) and its bound terms ab[0] = a_x, ab[1] = b_x (see screen_chain_factor),
- * both +inf when x holds an extreme value.
- */
-inline void pack_screen_row(const float* x, Index d, double chain, std::uint32_t* dst, float* ab) noexcept {
-  double sum = 0.0, rounding = 0.0, rounded = 0.0;
+/// The squared norms a vector's screening bound needs: of x, of its rounding error x - x~, and of x~; and whether
+/// x holds an extreme value.
+struct ScreenSums {
+  double value = 0.0, rounding = 0.0, rounded = 0.0;
   bool extreme = false;
+};
+
+/**
+ * @brief Writes x (d values) as bfloat16 pairs to dst[0], dst[stride], ... (value 2p in the low half of pair p,
+ * 2p + 1 in the high half; an odd d gets a zero partner) and returns its ScreenSums (summed in double).
+ */
+inline ScreenSums convert_screen_vector(const float* x, Index d, std::uint32_t* dst, Index stride) noexcept {
+  ScreenSums s;
   for (Index p = 0; p < (d + 1) / 2; ++p) {
     const float lo = x[2 * p], hi = 2 * p + 1 < d ? x[2 * p + 1] : 0.0f;
     const std::uint32_t blo = to_bf16_bits(lo), bhi = to_bf16_bits(hi);
-    dst[p] = blo | (bhi << 16);
-    extreme = extreme || screen_extreme(lo) || screen_extreme(hi);
+    dst[p * stride] = blo | (bhi << 16);
+    s.extreme = s.extreme || screen_extreme(lo) || screen_extreme(hi);
     const double rlo = bf16_value(blo), rhi = bf16_value(bhi);
-    sum += static_cast<double>(lo) * lo + static_cast<double>(hi) * hi;
-    rounding += (lo - rlo) * (lo - rlo) + (hi - rhi) * (hi - rhi);
-    rounded += rlo * rlo + rhi * rhi;
+    s.value += static_cast<double>(lo) * lo + static_cast<double>(hi) * hi;
+    s.rounding += (lo - rlo) * (lo - rlo) + (hi - rhi) * (hi - rhi);
+    s.rounded += rlo * rlo + rhi * rhi;
   }
+  return s;
+}
+
+/**
+ * @brief Writes row x (d values) as bfloat16 pairs to dst (convert_screen_vector) and its bound terms
+ * ab[0] = a_x, ab[1] = b_x (see screen_chain_factor), both +inf when x holds an extreme value.
+ */
+inline void pack_screen_row(const float* x, Index d, double chain, std::uint32_t* dst, float* ab) noexcept {
+  const ScreenSums s = convert_screen_vector(x, d, dst, 1);
   const float inf = std::numeric_limits<float>::infinity();
-  ab[0] = extreme ? inf : round_up_to_float((std::sqrt(rounding) + chain * std::sqrt(sum)) * (1.0 + 0x1p-20));
-  ab[1] = extreme ? inf : norm_bound(rounded);
+  ab[0] = s.extreme ? inf : round_up_to_float((std::sqrt(s.rounding) + chain * std::sqrt(s.value)) * (1.0 + 0x1p-20));
+  ab[1] = s.extreme ? inf : norm_bound(s.rounded);
 }
 
 /**
@@ -245,20 +259,9 @@ inline void pack_screen_group(const float* q, Index stride, Index count, Index d
       e1[lane] = e2[lane] = 0.0f;
       continue;
     }
-    const float* x = q + lane * stride;
-    double sum = 0.0, rounding = 0.0;
-    bool extreme = false;
-    for (Index p = 0; p < pairs; ++p) {
-      const float lo = x[2 * p], hi = 2 * p + 1 < d ? x[2 * p + 1] : 0.0f;
-      const std::uint32_t blo = to_bf16_bits(lo), bhi = to_bf16_bits(hi);
-      dst[p * kernel_group + lane] = blo | (bhi << 16);
-      extreme = extreme || screen_extreme(lo) || screen_extreme(hi);
-      const double rlo = bf16_value(blo), rhi = bf16_value(bhi);
-      sum += static_cast<double>(lo) * lo + static_cast<double>(hi) * hi;
-      rounding += (lo - rlo) * (lo - rlo) + (hi - rhi) * (hi - rhi);
-    }
-    e1[lane] = extreme ? inf : norm_bound(sum);
-    e2[lane] = extreme ? inf : norm_bound(rounding);
+    const ScreenSums s = convert_screen_vector(q + lane * stride, d, dst + lane, kernel_group);
+    e1[lane] = s.extreme ? inf : norm_bound(s.value);
+    e2[lane] = s.extreme ? inf : norm_bound(s.rounding);
   }
 }
 
