@@ -149,8 +149,6 @@ class FlatIndex {
   /// True when this build can screen batch searches in bfloat16 (float, AVX512_BF16; see set_screening()).
   static constexpr bool screening_available = KSHOT_RETRIEVAL_HAS_SCREEN && std::is_same_v<Scalar, float>;
 
- private:
- public:
   /**
    * @brief An empty index for `dim`-dimensional vectors.
    * @param dim the dimension, at least 1.
