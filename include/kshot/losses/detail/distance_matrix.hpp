@@ -83,34 +83,28 @@ class LossDistanceMatrix {
     Map dXn = ws_.matrix(kDX, n_, d_);
     Map A = ws_.matrix(kG, n_, m_);
     Map Xn = xn();
-    // M is symmetric: row i gets the shares of M(i, j) and M(j, i), T = A + A^T. When the caller knows A is
-    // symmetric, T = 2A and the transposed pass is skipped.
-    Map T = ws_.matrix(kT, n_, n_);
+    // M is symmetric: row i gets the shares of M(i, j) and M(j, i), A + A^T. When the caller knows A is
+    // symmetric, that is 2A and the transposed pass is skipped.
     if (!symmetric && dist_.kind == DistanceKind::lp && dist_.p == 2 && dist_.power == 1) {
       // Euclidean distances: the chain factor 1 / (2E) is symmetric too, so it is applied once to the sum
       // T = G + G^T, in the same pass as T's row sums (one pass over n x n less). T is formed in place in A.
-      symmetrize_in_place(A);
       Map M = ws_.matrix(kM, n_, m_);
+      symmetrize_in_place(A, &M);
       VecMap r = ws_.vector(kR, n_);
-      auto row = [&](Index i) {
-        auto e = M.row(i).array();
-        auto t = A.row(i).array();
-        t = (e > Scalar(0)).select(t / (Scalar(2) * e), Scalar(0));
-        r[i] = t.sum();
-      };
-      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
+      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_)), [&](Index i) { r[i] = A.row(i).array().sum(); });
       product(dXn, A, Xn);
       dXn = Scalar(2) * (r.asDiagonal() * Xn - dXn);
       normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
       return;
     }
     to_distance_grad();
-    if (!symmetric) add_transpose(T, A);
-    const Map& S = symmetric ? A : T;
+    // S = A + A^T, formed in place; a caller-symmetric A stands for S / 2.
+    if (!symmetric) symmetrize_in_place(A);
+    const Map& S = A;
     const Scalar twice = symmetric ? Scalar(2) : Scalar(1);
     if (dist_.kind == DistanceKind::lp && dist_.p != 2) {
-      if (symmetric) T = Scalar(2) * A;
-      lp_direct_backward(Xn, Xn, T, dXn, nullptr);
+      if (symmetric) A *= Scalar(2);
+      lp_direct_backward(Xn, Xn, A, dXn, nullptr);
     } else if (dist_.kind == DistanceKind::lp) {
       // E2 = |xi|^2 + |xj|^2 - 2 xi.xj:  dX = 2 (diag(T 1) X - T X)
       VecMap r = ws_.vector(kR, n_);
@@ -246,11 +240,11 @@ class LossDistanceMatrix {
   /// Pre-sizes the buffers for an n x m matrix over d columns.
   void reserve(Index n, Index m, Index d) {
     for (std::size_t s : {kX, kXn, kDX, kDY}) ws_.reserve(s, std::max(n, m) * d);
-    for (std::size_t s : {kM, kG, kT}) ws_.reserve(s, n * m);
+    for (std::size_t s : {kM, kG}) ws_.reserve(s, n * m);
   }
 
  private:
-  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kT, kDX, kDY, kR, kC, kSqX, kSqY, kS };
+  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kDX, kDY, kR, kC, kSqX, kSqY, kS };
 
   /// Rows per block of the products below.
   static constexpr Index product_block = 64;
@@ -273,18 +267,74 @@ class LossDistanceMatrix {
   }
 
   /// The lower triangle (with the diagonal) of alpha * X X^T, by the same fixed row blocks: half the work of
-  /// the full product. The strict upper triangle is left unspecified.
-  static void gram_lower(Map& dst, const Map& X, Scalar alpha) {
+  /// the full product. The strict upper triangle is left unspecified. `row_done(i)` runs for every row of a
+  /// block right after the block's product, while its entries are still in cache. Blocks are handed out
+  /// largest first (their work grows with the row index), which balances two threads.
+  template <class RowDone>
+  static void gram_lower(Map& dst, const Map& X, Scalar alpha, RowDone&& row_done) {
     const Index rows = dst.rows();
     const Index blocks = (rows + product_block - 1) / product_block;
     const double work = 0.5 * double(rows) * double(rows) * double(X.cols());
     parallel_for(
         blocks, worth_parallel(blocks, work),
-        [&](Index b) {
+        [&](Index k) {
+          const Index b = blocks - 1 - k;
           const Index r0 = b * product_block, r = std::min(product_block, rows - r0);
           dst.block(r0, 0, r, r0 + r).noalias() = alpha * (X.middleRows(r0, r) * X.topRows(r0 + r).transpose());
+          for (Index i = r0; i < r0 + r; ++i) row_done(i);
         },
         /*dynamic=*/true);
+  }
+
+  /**
+   * One row of squared Euclidean distances from its Gram entries: for j < len, r[j] = g[j] + (sxi + sy[j])
+   * with g[j] = -2 x_i.y_j (held in r), recomputed as exact(j) by direct subtraction where r[j] < tol (sxi +
+   * sy[j]) (cancellation against the norms; rare), clamped at 0, and square-rooted when `root`. Packets with
+   * comparison masks (Eigen's boolean array expressions are not vectorised); every entry is the same rounded
+   * expression as the scalar form.
+   */
+  template <class Exact>
+  static void finish_squared_row(Scalar* r, Scalar sxi, const Scalar* sy, Index len, Scalar tol, bool root,
+                                 Exact&& exact) {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<Scalar>::type;
+    constexpr Index width = ei::packet_traits<Scalar>::size;
+    const Packet px = ei::pset1<Packet>(sxi), ptol = ei::pset1<Packet>(tol), zero = ei::pset1<Packet>(Scalar(0));
+    auto scalar = [&](Index j) {
+      const Scalar s = sxi + sy[j];
+      Scalar v = r[j] + s;
+      if (v < tol * s) v = exact(j);
+      v = v < Scalar(0) ? Scalar(0) : v;
+      r[j] = root ? std::sqrt(v) : v;
+    };
+    Index j = 0;
+    for (; j + width <= len; j += width) {
+      const Packet s = ei::padd(px, ei::ploadu<Packet>(sy + j));
+      Packet v = ei::padd(ei::ploadu<Packet>(r + j), s);
+      if (ei::predux_any(ei::pcmp_lt(v, ei::pmul(ptol, s)))) {
+        for (Index t = j; t < j + width; ++t) scalar(t);
+        continue;
+      }
+      v = ei::pmax(v, zero);
+      ei::pstoreu(r + j, root ? ei::psqrt(v) : v);
+    }
+    for (; j < len; ++j) scalar(j);
+  }
+
+  /// t[j] = e[j] > 0 ? t[j] / (2 e[j]) : 0 for j < len (dL/dE to dL/d(E^2), 0 at E = 0 as torch.cdist), in
+  /// packets; the same rounded expression as the scalar form.
+  static void halve_over(Scalar* t, const Scalar* e, Index len) {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<Scalar>::type;
+    constexpr Index width = ei::packet_traits<Scalar>::size;
+    const Packet two = ei::pset1<Packet>(Scalar(2)), zero = ei::pset1<Packet>(Scalar(0));
+    Index j = 0;
+    for (; j + width <= len; j += width) {
+      const Packet pe = ei::ploadu<Packet>(e + j);
+      const Packet q = ei::pdiv(ei::ploadu<Packet>(t + j), ei::pmul(two, pe));
+      ei::pstoreu(t + j, ei::pand(ei::pcmp_lt(zero, pe), q));
+    }
+    for (; j < len; ++j) t[j] = e[j] > Scalar(0) ? t[j] / (Scalar(2) * e[j]) : Scalar(0);
   }
 
   /// Tile edge of the blocked transposes below. Measured (n = 1024, float, AVX-512): 16 x 16 tiles read
@@ -293,30 +343,18 @@ class LossDistanceMatrix {
   static constexpr Index tile = 16;
   using Tile = Eigen::Matrix<Scalar, tile, tile, Eigen::RowMajor>;
 
-  /// dst = a + a^T for a square a, tile by tile.
-  static void add_transpose(Map& dst, const Map& a) {
-    const Index n = a.rows();
-    const Index tiles = (n + tile - 1) / tile;
-    parallel_for(tiles, worth_parallel(tiles, double(n) * double(n)), [&](Index ti) {
-      const Index i0 = ti * tile, ri = std::min(tile, n - i0);
-      Tile t;
-      for (Index j0 = 0; j0 < n; j0 += tile) {
-        const Index rj = std::min(tile, n - j0);
-        if (ri == tile && rj == tile) {
-          t = a.block(j0, i0, tile, tile);
-          dst.block(i0, j0, tile, tile) = a.block(i0, j0, tile, tile) + t.transpose();
-        } else {
-          dst.block(i0, j0, ri, rj) = a.block(i0, j0, ri, rj) + a.block(j0, i0, rj, ri).transpose();
-        }
-      }
-    });
-  }
-
   /// a = a + a^T in place for a square a, by pairs of tiles (i0, j0) and (j0, i0) with i0 <= j0: each
-  /// tile is read once and written once (add_transpose reads every tile twice and writes a second matrix).
-  static void symmetrize_in_place(Map& a) {
+  /// tile is read once and written once.
+  /// With `e` (a symmetric matrix of distances E), every sum t is also turned into t / (2E), and 0 where E = 0
+  /// (halve_over), in the same pass.
+  static void symmetrize_in_place(Map& a, const Map* e = nullptr) {
     const Index n = a.rows();
     const Index tiles = (n + tile - 1) / tile;
+    auto finish = [e](Scalar v, Index r, Index c) {
+      if (e == nullptr) return v;
+      const Scalar d = (*e)(r, c);
+      return d > Scalar(0) ? v / (Scalar(2) * d) : Scalar(0);
+    };
     parallel_for(
         tiles, worth_parallel(tiles, double(n) * double(n)),
         [&](Index ti) {
@@ -325,7 +363,7 @@ class LossDistanceMatrix {
           // The diagonal tile.
           for (Index r = 0; r < ri; ++r)
             for (Index c = r; c < ri; ++c) {
-              const Scalar v = a(i0 + r, i0 + c) + a(i0 + c, i0 + r);
+              const Scalar v = finish(a(i0 + r, i0 + c) + a(i0 + c, i0 + r), i0 + r, i0 + c);
               a(i0 + r, i0 + c) = v;
               a(i0 + c, i0 + r) = v;
             }
@@ -335,12 +373,14 @@ class LossDistanceMatrix {
               x = a.block(i0, j0, tile, tile);
               y = a.block(j0, i0, tile, tile);
               x += y.transpose();
+              if (e != nullptr)
+                for (Index r = 0; r < tile; ++r) halve_over(&x(r, 0), &(*e)(i0 + r, j0), tile);
               a.block(i0, j0, tile, tile) = x;
               a.block(j0, i0, tile, tile) = x.transpose();
             } else {
               for (Index r = 0; r < ri; ++r)
                 for (Index c = 0; c < rj; ++c) {
-                  const Scalar v = a(i0 + r, j0 + c) + a(j0 + c, i0 + r);
+                  const Scalar v = finish(a(i0 + r, j0 + c) + a(j0 + c, i0 + r), i0 + r, j0 + c);
                   a(i0 + r, j0 + c) = v;
                   a(j0 + c, i0 + r) = v;
                 }
@@ -354,21 +394,24 @@ class LossDistanceMatrix {
   static void mirror_lower(Map& m) {
     const Index n = m.rows();
     const Index tiles = (n + tile - 1) / tile;
-    parallel_for(tiles, worth_parallel(tiles, 0.5 * double(n) * double(n)), [&](Index ti) {
-      const Index i0 = ti * tile, ri = std::min(tile, n - i0);
-      Tile t;
-      for (Index r = 0; r < ri; ++r)  // the diagonal tile
-        for (Index c = r + 1; c < ri; ++c) m(i0 + r, i0 + c) = m(i0 + c, i0 + r);
-      for (Index j0 = i0 + tile; j0 < n; j0 += tile) {
-        const Index rj = std::min(tile, n - j0);
-        if (ri == tile && rj == tile) {
-          t = m.block(j0, i0, tile, tile);
-          m.block(i0, j0, tile, tile) = t.transpose();
-        } else {
-          m.block(i0, j0, ri, rj) = m.block(j0, i0, rj, ri).transpose();
-        }
-      }
-    });
+    parallel_for(
+        tiles, worth_parallel(tiles, 0.5 * double(n) * double(n)),
+        [&](Index ti) {
+          const Index i0 = ti * tile, ri = std::min(tile, n - i0);
+          Tile t;
+          for (Index r = 0; r < ri; ++r)  // the diagonal tile
+            for (Index c = r + 1; c < ri; ++c) m(i0 + r, i0 + c) = m(i0 + c, i0 + r);
+          for (Index j0 = i0 + tile; j0 < n; j0 += tile) {
+            const Index rj = std::min(tile, n - j0);
+            if (ri == tile && rj == tile) {
+              t = m.block(j0, i0, tile, tile);
+              m.block(i0, j0, tile, tile) = t.transpose();
+            } else {
+              m.block(i0, j0, ri, rj) = m.block(j0, i0, rj, ri).transpose();
+            }
+          }
+        },
+        /*dynamic=*/true);  // the work shrinks with ti
   }
 
   Map xn() { return ws_.matrix(kXn, n_, d_); }
@@ -459,7 +502,7 @@ class LossDistanceMatrix {
     Map Yn = self_ ? xn() : yn();
     if (dist_.kind != DistanceKind::lp) {
       if (self_) {
-        gram_lower(M, Xn, Scalar(1));
+        gram_lower(M, Xn, Scalar(1), [](Index) {});
         mirror_lower(M);
       } else {
         product(M, Xn, Yn.transpose());
@@ -472,40 +515,37 @@ class LossDistanceMatrix {
     }
     if (dist_.p != 2) {
       lp_direct_forward(Xn, Yn, M);
-    } else {
-      VecMap sx = ws_.vector(kSqX, n_);
-      sx = Xn.rowwise().squaredNorm();
-      VecMap sy = ws_.vector(kSqY, m_);
-      sy = Yn.rowwise().squaredNorm();
-      if (self_) {
-        gram_lower(M, Xn, Scalar(-2));
-        mirror_lower(M);
-      } else {
-        product(M, Xn, Yn.transpose(), Scalar(-2));
-      }
-      // Squared distances, clamped at 0; small ones against the norms are recomputed by subtraction.
-      const Scalar tol = Scalar(1e-3);
-      const bool self = self_;
-      auto row = [&](Index i) {
-        auto r = M.row(i).array();
-        r += sx[i] + sy.transpose().array();
-        if (self) r[i] = sx[i] + sx[i];  // the diagonal is set to 0 below: keep it out of the scan
-        // Cancellation: entries small against the norms are recomputed by subtraction (rare; scanned first).
-        if ((r < tol * (sx[i] + sy.transpose().array())).any()) {
-          for (Index j = 0; j < m_; ++j)
-            if (r[j] < tol * (sx[i] + sy[j])) r[j] = (Xn.row(i) - Yn.row(j)).squaredNorm();
-        }
-        r = r.max(Scalar(0));
-        if (self) M(i, i) = 0;
-      };
-      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
-    }
-    if (dist_.power == 2) {
-      if (dist_.p != 2) M = M.array().square();
+      if (dist_.power == 2)
+        M = M.array().square();
+      else if (dist_.power != 1)
+        M = M.array().pow(Scalar(dist_.power));
       return;
     }
-    if (dist_.p == 2) M = M.array().sqrt();
-    if (dist_.power != 1) M = M.array().pow(Scalar(dist_.power));
+    VecMap sx = ws_.vector(kSqX, n_);
+    sx = Xn.rowwise().squaredNorm();
+    VecMap sy = ws_.vector(kSqY, m_);
+    sy = Yn.rowwise().squaredNorm();
+    // Squared distances |x|^2 + |y|^2 - 2 x.y, clamped at 0; entries small against the norms are recomputed by
+    // subtraction (cancellation). Then the distance itself (power 1 and powers other than 2).
+    const Scalar tol = Scalar(1e-3);
+    const bool root = dist_.power != 2;
+    if (self_) {
+      // Only the strict lower triangle is finished (in the product's row blocks, while they are in cache); the
+      // diagonal is 0 and the upper triangle its mirror image, so M is exactly symmetric.
+      gram_lower(M, Xn, Scalar(-2), [&](Index i) {
+        finish_squared_row(M.row(i).data(), sx[i], sx.data(), i, tol, root,
+                           [&](Index j) { return (Xn.row(i) - Xn.row(j)).squaredNorm(); });
+        M(i, i) = 0;
+      });
+      mirror_lower(M);
+    } else {
+      product(M, Xn, Yn.transpose(), Scalar(-2));
+      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), [&](Index i) {
+        finish_squared_row(M.row(i).data(), sx[i], sy.data(), m_, tol, root,
+                           [&](Index j) { return (Xn.row(i) - Yn.row(j)).squaredNorm(); });
+      });
+    }
+    if (dist_.power != 1 && dist_.power != 2) M = M.array().pow(Scalar(dist_.power));
   }
 
   void lp_direct_forward(const Map& Xn, const Map& Yn, Map& M) {
@@ -541,12 +581,8 @@ class LossDistanceMatrix {
     if (sq && dist_.power == 2) return;  // M = E² itself: G is already dL/d(E²)
     if (sq && dist_.power == 1) {
       // M = E: dL/d(E²) = G / (2E), and 0 at E = 0 (torch.cdist's convention). Whole rows, vectorised.
-      auto row = [&](Index i) {
-        auto e = M.row(i).array();
-        auto g = G.row(i).array();
-        g = (e > Scalar(0)).select(g / (Scalar(2) * e), Scalar(0));
-      };
-      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
+      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4),
+                   [&](Index i) { halve_over(G.row(i).data(), M.row(i).data(), m_); });
       return;
     }
     auto row = [&](Index i) {

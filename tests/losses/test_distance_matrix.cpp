@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT
+// The distance matrix under every metric-learning loss (kshot/losses/detail/distance_matrix.hpp), checked directly
+// against its definition: the vectorised row passes (Gram entries to distances, with the cancellation fallback;
+// dL/dE to dL/d(E^2)) and the fused symmetrise-and-scale of the Euclidean backward pass, at sizes that leave
+// partial packets and partial 16 x 16 tiles.
+#include "test_util.hpp"
+
+#include <kshot/core/random.hpp>
+#include <kshot/core/threads.hpp>
+#include <kshot/losses/detail/distance_matrix.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+
+namespace {
+
+using kshot::Index;
+using kshot::LossDistance;
+using kshot::LossStats;
+template <class S>
+using Mat = kshot::RowMatrixX<S>;
+
+/// Rows of standard normal entries, with row 3 a copy of row 1 and row 5 a copy of row 1 plus a tiny offset, so
+/// that the Gram formula cancels (its exact answer is 0 or tiny) and the fallback must recompute them.
+template <class S>
+Mat<S> rows_with_duplicates(Index n, Index d, std::uint64_t seed) {
+  Mat<S> x(n, d);
+  kshot::RandomStream rng(seed);
+  rng.fill_normal(x);
+  x.row(3) = x.row(1);
+  x.row(5) = x.row(1);
+  x(5, 0) += S(1e-3);
+  return x;
+}
+
+template <class S>
+S direct_distance(const Mat<S>& a, Index i, const Mat<S>& b, Index j) {
+  return std::sqrt((a.row(i) - b.row(j)).squaredNorm());
+}
+
+template <class S>
+void check_forward_self(Index n, Index d, double power, S tol) {
+  CAPTURE(n);
+  CAPTURE(power);
+  const Mat<S> x = rows_with_duplicates<S>(n, d, 17);
+  kshot::detail::LossDistanceMatrix<S> dm;
+  LossStats stats;
+  dm.compute_self(LossDistance::lp(power, /*normalize=*/false), x, stats);
+  const auto m = dm.matrix();
+  for (Index i = 0; i < n; ++i) {
+    CHECK(m(i, i) == S(0));
+    for (Index j = 0; j < n; ++j) {
+      CHECK(std::memcmp(&m(i, j), &m(j, i), sizeof(S)) == 0);  // exactly symmetric
+      const S e = direct_distance(x, i, x, j);
+      const S want = power == 1 ? e : (power == 2 ? e * e : std::pow(e, S(power)));
+      CHECK(std::abs(m(i, j) - want) <= tol * (S(1) + want));
+    }
+  }
+  CHECK(m(1, 3) == S(0));  // duplicates: an exact zero through the subtraction fallback
+  CHECK(m(3, 1) == S(0));
+  // Row 5 is 1e-3 from row 1: the Gram formula alone would lose most digits of it.
+  const S e15 = direct_distance(x, 1, x, 5);
+  const S want15 = power == 1 ? e15 : (power == 2 ? e15 * e15 : std::pow(e15, S(power)));
+  CHECK(std::abs(m(5, 1) - want15) <= S(1e-4) * want15);
+}
+
+template <class S>
+void check_forward_cross(Index n, Index m_rows, Index d, S tol) {
+  Mat<S> x = rows_with_duplicates<S>(n, d, 23);
+  Mat<S> y(m_rows, d);
+  kshot::RandomStream rng(29);
+  rng.fill_normal(y);
+  y.row(m_rows - 1) = x.row(0);  // a cross pair at distance 0, in a partial packet when m_rows % 16 != 0
+  kshot::detail::LossDistanceMatrix<S> dm;
+  LossStats stats;
+  dm.compute(LossDistance::lp(1, /*normalize=*/false), x, y, stats);
+  const auto m = dm.matrix();
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < m_rows; ++j) {
+      const S e = direct_distance(x, i, y, j);
+      CHECK(std::abs(m(i, j) - e) <= tol * (S(1) + e));
+    }
+  CHECK(m(0, m_rows - 1) == S(0));
+}
+
+/// backward_self for Euclidean distances against the chain rule written out: with A = dL/dE,
+/// dL/dx_i = sum_j (A_ij + A_ji) (x_i - x_j) / E_ij, and 0 for pairs at distance 0.
+template <class S>
+void check_backward_self(Index n, Index d, S tol) {
+  CAPTURE(n);
+  const Mat<S> x = rows_with_duplicates<S>(n, d, 31);
+  Mat<S> a(n, n);
+  kshot::RandomStream rng(37);
+  rng.fill_normal(a);
+  kshot::detail::LossDistanceMatrix<S> dm;
+  LossStats stats;
+  dm.compute_self(LossDistance::lp(1, /*normalize=*/false), x, stats);
+  dm.grad(false) = a;
+  Mat<S> dx(n, d);
+  dm.backward_self(dx);
+  Mat<S> want = Mat<S>::Zero(n, d);
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < n; ++j) {
+      const S e = direct_distance(x, i, x, j);
+      if (i == j || e == S(0)) continue;
+      want.row(i) += ((a(i, j) + a(j, i)) / e) * (x.row(i) - x.row(j));
+    }
+  CHECK((dx - want).norm() <= tol * (S(1) + want.norm()));
+  CHECK(dx.allFinite());
+}
+
+}  // namespace
+
+TEST_CASE("LossDistanceMatrix: Euclidean distances of a batch match direct subtraction, symmetric, zero diagonal") {
+  for (Index n : {6, 17, 37, 70}) {
+    check_forward_self<double>(n, 9, 1, 1e-12);
+    check_forward_self<double>(n, 9, 2, 1e-12);
+    check_forward_self<double>(n, 9, 1.5, 1e-12);
+    check_forward_self<float>(n, 9, 1, 2e-5f);
+  }
+}
+
+TEST_CASE("LossDistanceMatrix: Euclidean distances between two sets match direct subtraction") {
+  check_forward_cross<double>(19, 33, 7, 1e-12);
+  check_forward_cross<double>(8, 16, 7, 1e-12);
+  check_forward_cross<float>(19, 35, 7, 2e-5f);
+}
+
+TEST_CASE("LossDistanceMatrix: the fused symmetrise-and-scale backward pass equals the chain rule") {
+  for (Index n : {6, 16, 33, 70}) {
+    check_backward_self<double>(n, 5, 1e-12);
+    check_backward_self<float>(n, 5, 2e-4f);
+  }
+}
+
+TEST_CASE("LossDistanceMatrix: the matrix and the gradient are bitwise the same at 1 and 2 threads") {
+  const Index n = 480, d = 16;  // large enough that the products and the tile passes run in parallel
+  const Mat<float> x = rows_with_duplicates<float>(n, d, 41);
+  Mat<float> a(n, n);
+  kshot::RandomStream rng(43);
+  rng.fill_normal(a);
+  Mat<float> m1, m2, g1(n, d), g2(n, d);
+  for (int threads : {1, 2}) {
+    kshot::ThreadCountGuard guard(threads);
+    kshot::detail::LossDistanceMatrix<float> dm;
+    LossStats stats;
+    dm.compute_self(LossDistance::lp(), x, stats);
+    (threads == 1 ? m1 : m2) = dm.matrix();
+    dm.grad(false) = a;
+    dm.backward_self(threads == 1 ? g1 : g2);
+  }
+  CHECK(std::memcmp(m1.data(), m2.data(), sizeof(float) * std::size_t(n * n)) == 0);
+  CHECK(std::memcmp(g1.data(), g2.data(), sizeof(float) * std::size_t(n * d)) == 0);
+}
