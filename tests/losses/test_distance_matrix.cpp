@@ -8,6 +8,9 @@
 #include <kshot/core/random.hpp>
 #include <kshot/core/threads.hpp>
 #include <kshot/losses/detail/distance_matrix.hpp>
+#include <kshot/losses/ntxent.hpp>
+#include <kshot/losses/proxy_nca.hpp>
+#include <kshot/losses/triplet.hpp>
 
 #include <doctest/doctest.h>
 
@@ -153,4 +156,65 @@ TEST_CASE("LossDistanceMatrix: the matrix and the gradient are bitwise the same 
   }
   CHECK(std::memcmp(m1.data(), m2.data(), sizeof(float) * std::size_t(n * n)) == 0);
   CHECK(std::memcmp(g1.data(), g2.data(), sizeof(float) * std::size_t(n * d)) == 0);
+}
+
+namespace {
+
+/// One loss in float and in double on the same batch (and the same proxies): values within 1e-4, gradients
+/// within 1e-3 in norm; the float loss bitwise the same at 1 and 2 threads. `make<S>()` builds the loss and
+/// `run(loss, x, labels, grad)` evaluates it.
+template <class Make, class Run>
+void check_float_loss(const char* name, Make&& make, Run&& run) {
+  CAPTURE(name);
+  const Index n = 130, d = 70;  // partial row blocks and a partial group of 64 columns; the products run in parallel
+  const Mat<double> x64 = rows_with_duplicates<double>(n, d, 47);
+  const Mat<float> x32 = x64.cast<float>();
+  kshot::LabelVector labels(n);
+  for (Index i = 0; i < n; ++i) labels[i] = static_cast<kshot::Label>((i * 7) % 26);
+  auto loss64 = make(double{});
+  Mat<double> g64(n, d);
+  const double v64 = run(loss64, x64, labels, g64);
+  Mat<float> g32[2];
+  float v32[2] = {0, 0};
+  for (int threads : {1, 2}) {
+    kshot::ThreadCountGuard guard(threads);
+    auto loss32 = make(float{});
+    g32[threads - 1].resize(n, d);
+    v32[threads - 1] = run(loss32, x32, labels, g32[threads - 1]);
+  }
+  CHECK(std::abs(double(v32[0]) - v64) <= 1e-4 * (1 + std::abs(v64)));
+  CHECK((g32[0].cast<double>() - g64).norm() <= 1e-3 * g64.norm());
+  CHECK(g64.norm() > 0);
+  CHECK(v32[0] == v32[1]);
+  CHECK(std::memcmp(g32[0].data(), g32[1].data(), sizeof(float) * std::size_t(n * d)) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("LossDistanceMatrix: losses over it agree in float and double and do not depend on the thread count") {
+  auto plain = [](auto& loss, const auto& x, const kshot::LabelVector& labels, auto& grad) {
+    return loss.evaluate(x, labels, grad);
+  };
+  check_float_loss(
+      "TripletMarginLoss", [](auto s) { return kshot::TripletMarginLoss<decltype(s)>(); }, plain);
+  check_float_loss(
+      "NTXentLoss", [](auto s) { return kshot::NTXentLoss<decltype(s)>(); }, plain);
+  // ProxyNCA: the distances between the batch and the proxies (two different matrices), proxies set the same in
+  // both precisions.
+  check_float_loss(
+      "ProxyNCALoss",
+      [](auto s) {
+        using S = decltype(s);
+        kshot::ProxyNCALoss<S> loss(26, 70, 3);
+        kshot::RandomStream rng(53);
+        Mat<double> p(26, 70);
+        rng.fill_normal(p);
+        loss.proxies = p.cast<S>();
+        return loss;
+      },
+      [](auto& loss, const auto& x, const kshot::LabelVector& labels, auto& grad) {
+        using S = typename std::decay_t<decltype(x)>::Scalar;
+        Mat<S> grad_proxies(26, 70);
+        return loss.evaluate(x, labels, grad, grad_proxies);
+      });
 }

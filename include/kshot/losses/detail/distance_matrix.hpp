@@ -14,9 +14,11 @@
 #include "kshot/core/types.hpp"
 #include "kshot/core/workspace.hpp"
 #include "kshot/losses/common.hpp"
+#include "kshot/losses/detail/tile_product.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 namespace kshot {
 namespace detail {
@@ -241,22 +243,55 @@ class LossDistanceMatrix {
   void reserve(Index n, Index m, Index d) {
     for (std::size_t s : {kX, kXn, kDX, kDY}) ws_.reserve(s, std::max(n, m) * d);
     for (std::size_t s : {kM, kG}) ws_.reserve(s, n * m);
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+    auto up = [](Index x) { return (x + tile_group - 1) / tile_group * tile_group; };
+    ws_.reserve(kPack, up(std::max(n, m)) * up(d));
+#endif
   }
 
  private:
-  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kDX, kDY, kR, kC, kSqX, kSqY, kS };
+  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kDX, kDY, kR, kC, kSqX, kSqY, kS, kPack };
 
   /// Rows per block of the products below.
   static constexpr Index product_block = 64;
 
+  /// True where the float products run on the register-tile kernel (tile_product.hpp) instead of Eigen.
+  static constexpr bool tiled = KSHOT_LOSSES_HAS_TILE_PRODUCT && std::is_same_v<Scalar, float>;
+
   /**
-   * dst = alpha * lhs * rhs, in blocks of 64 rows of dst, each a single-threaded Eigen product inside
-   * parallel_for. Eigen's own multi-threaded GEMM blocks the inner dimension differently from its
-   * single-threaded one (past 320), which changes the rounding; fixed row blocks give the same bits for any
-   * number of threads.
+   * dst = alpha * lhs * rhs. With the register-tile kernel (float, AVX-512) for lhs * rhs and lhs * rhs^T of
+   * plain matrices: each entry one FMA chain. Otherwise Eigen, in blocks of 64 rows of dst, each a
+   * single-threaded Eigen product inside parallel_for: Eigen's own multi-threaded GEMM blocks the inner dimension
+   * differently from its single-threaded one (past 320), which changes the rounding; fixed row blocks give the
+   * same bits for any number of threads.
    */
   template <class Dst, class Lhs, class Rhs>
-  static void product(Dst& dst, const Lhs& lhs, const Rhs& rhs, Scalar alpha = Scalar(1)) {
+  void product(Dst& dst, const Lhs& lhs, const Rhs& rhs, Scalar alpha = Scalar(1)) {
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+    if constexpr (tiled && std::is_same_v<Dst, Map> && std::is_same_v<Lhs, Map> &&
+                  (std::is_same_v<Rhs, Map> || std::is_same_v<Rhs, Eigen::Transpose<Map>>)) {
+      constexpr bool nt = std::is_same_v<Rhs, Eigen::Transpose<Map>>;  // rhs^T's rows are the output columns
+      const Index rows = dst.rows(), cols = dst.cols(), K = lhs.cols();
+      const Index groups = (cols + tile_group - 1) / tile_group;
+      float* pack = ws_.vector(kPack, groups * tile_group * K).data();
+      for (Index g = 0; g < groups; ++g) {
+        const Index c0 = g * tile_group, count = std::min(tile_group, cols - c0);
+        if constexpr (nt)
+          pack_query_group(rhs.nestedExpression().row(c0).data(), K, count, K, pack + g * tile_group * K);
+        else
+          pack_columns(rhs.data(), cols, K, c0, count, pack + g * tile_group * K);
+      }
+      const Index blocks = (rows + product_block - 1) / product_block;
+      const double work = double(rows) * double(cols) * double(K);
+      parallel_for(groups * blocks, worth_parallel(groups * blocks, work), [&](Index t) {
+        const Index b = t / groups, g = t % groups;  // a thread takes whole row blocks: it reads only their lhs rows
+        const Index c0 = g * tile_group, r0 = b * product_block;
+        tile_rows(pack + g * tile_group * K, std::min(tile_group, cols - c0), lhs.data(), K, K, r0,
+                  std::min(rows, r0 + product_block), alpha, dst.data(), cols, c0);
+      });
+      return;
+    }
+#endif
     const Index rows = dst.rows();
     const Index blocks = (rows + product_block - 1) / product_block;
     const double work = double(rows) * double(dst.cols()) * double(lhs.cols());
@@ -266,15 +301,41 @@ class LossDistanceMatrix {
     });
   }
 
-  /// The lower triangle (with the diagonal) of alpha * X X^T, by the same fixed row blocks: half the work of
-  /// the full product. The strict upper triangle is left unspecified. `row_done(i)` runs for every row of a
-  /// block right after the block's product, while its entries are still in cache. Blocks are handed out
-  /// largest first (their work grows with the row index), which balances two threads.
+  /// The lower triangle (with the diagonal) of alpha * X X^T: half the work of the full product. The strict
+  /// upper triangle is left unspecified. `row_done(i)` runs for every row i once the row's entries are final.
+  /// Fixed row blocks, each computed (register-tile kernel or Eigen) and then finished by row_done while its
+  /// entries are in cache; blocks are handed out largest first (their work grows with the row index).
   template <class RowDone>
-  static void gram_lower(Map& dst, const Map& X, Scalar alpha, RowDone&& row_done) {
+  void gram_lower(Map& dst, const Map& X, Scalar alpha, RowDone&& row_done) {
     const Index rows = dst.rows();
-    const Index blocks = (rows + product_block - 1) / product_block;
     const double work = 0.5 * double(rows) * double(rows) * double(X.cols());
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+    if constexpr (tiled) {
+      // Every group of 64 columns packed first (n x d values in all); then row blocks as in the Eigen path, each
+      // block's entries against the groups up to its own, and row_done while they are in cache.
+      const Index K = X.cols();
+      const Index groups = (rows + tile_group - 1) / tile_group;
+      float* pack = ws_.vector(kPack, groups * tile_group * K).data();
+      for (Index g = 0; g < groups; ++g)
+        pack_query_group(X.row(g * tile_group).data(), K, std::min(tile_group, rows - g * tile_group), K,
+                         pack + g * tile_group * K);
+      static_assert(tile_group % product_block == 0 || product_block % tile_group == 0);
+      const Index blocks = (rows + product_block - 1) / product_block;
+      parallel_for(
+          blocks, worth_parallel(blocks, work),
+          [&](Index k) {
+            const Index b = blocks - 1 - k;
+            const Index r0 = b * product_block, r1 = std::min(rows, r0 + product_block);
+            for (Index c0 = 0; c0 < r1; c0 += tile_group)
+              tile_rows(pack + c0 * K, std::min(tile_group, rows - c0), X.data(), K, K, r0, r1, alpha, dst.data(), rows,
+                        c0);
+            for (Index i = r0; i < r1; ++i) row_done(i);
+          },
+          /*dynamic=*/true);
+      return;
+    }
+#endif
+    const Index blocks = (rows + product_block - 1) / product_block;
     parallel_for(
         blocks, worth_parallel(blocks, work),
         [&](Index k) {
