@@ -27,16 +27,18 @@ namespace detail {
  * @brief M = dist(X, Y) (or dist(X, X)) with what its backward pass needs.
  *
  * Forward: rows are normalised (x / max(‖x‖_p, 1e-12)) when the distance asks for it; for p = 2 the Lp
- * distance comes from one GEMM (a rank update for X against itself), clamped at 0, with entries whose
- * squared distance is small against the norms recomputed by direct subtraction, so identical and nearly
- * identical rows get exact (zero) distances; other p use direct loops. Similarities are one GEMM.
+ * distance comes from one matrix product (the lower triangle of X X^T for X against itself, mirrored), clamped
+ * at 0, with entries whose squared distance is small against the norms recomputed by direct subtraction, so
+ * identical and nearly identical rows get exact (zero) distances; other p use direct loops. Similarities are
+ * one product. Float products run on the register-tile kernel on AVX-512 builds (tile_product.hpp), else
+ * they are Eigen's.
  *
  * Backward: the loss writes dL/dM into grad(), then backward_self() / backward() return dL/dX (and dL/dY)
  * through the power, the distance and the normalisation. At a zero distance the gradient of ‖x − y‖ is
  * taken as 0, as torch.cdist does.
  *
- * Buffers live in the object's workspace: after the first call with the largest shape, nothing allocates
- * (apart from Eigen's own GEMM packing buffers; see docs/losses.md).
+ * Buffers live in the object's workspace (the kernel's packed operands too): after the first call with the
+ * largest shape, nothing allocates (apart from Eigen's own GEMM packing buffers; see docs/losses.md).
  */
 template <class Scalar>
 class LossDistanceMatrix {
@@ -88,8 +90,8 @@ class LossDistanceMatrix {
     // M is symmetric: row i gets the shares of M(i, j) and M(j, i), A + A^T. When the caller knows A is
     // symmetric, that is 2A and the transposed pass is skipped.
     if (!symmetric && dist_.kind == DistanceKind::lp && dist_.p == 2 && dist_.power == 1) {
-      // Euclidean distances: the chain factor 1 / (2E) is symmetric too, so it is applied once to the sum
-      // T = G + G^T, in the same pass as T's row sums (one pass over n x n less). T is formed in place in A.
+      // Euclidean distances: the chain factor 1 / (2E) is symmetric too, so it is applied to T = G + G^T in the
+      // same tile pass that forms T in place in A; T's row sums follow.
       Map M = ws_.matrix(kM, n_, m_);
       symmetrize_in_place(A, &M);
       VecMap r = ws_.vector(kR, n_);
