@@ -353,8 +353,10 @@ class LossDistanceMatrix {
    * One row of squared Euclidean distances from its Gram entries: for j < len, r[j] = g[j] + (sxi + sy[j])
    * with g[j] = -2 x_i.y_j (held in r), recomputed as exact(j) by direct subtraction where r[j] < tol (sxi +
    * sy[j]) (cancellation against the norms; rare), clamped at 0, and square-rooted when `root`. Packets with
-   * comparison masks (Eigen's boolean array expressions are not vectorised); every entry is the same rounded
-   * expression as the scalar form.
+   * comparison masks (Eigen's boolean array expressions are not vectorised), from j = 0 whatever the alignment,
+   * so which entries take the packet path depends on the column only, never on threads. The packet square root
+   * is Eigen's psqrt, as Eigen's array sqrt() uses (with EIGEN_FAST_MATH, Eigen's default, an approximation good
+   * to 1-2 ulp in float); the scalar tail uses std::sqrt.
    */
   template <class Exact>
   static void finish_squared_row(Scalar* r, Scalar sxi, const Scalar* sy, Index len, Scalar tol, bool root,
