@@ -18,8 +18,13 @@ TEST_CASE("core.version: numbers and string agree") {
   CHECK(std::string(Version::string()) == expected);
 }
 
-TEST_CASE("core.check: KSHOT_CHECK throws invalid_argument and KSHOT_CHECK_RANGE throws out_of_range with the call and the message") {
-  auto f = [](int n) { KSHOT_CHECK(n > 0, "kshot::f()", detail::cat("n must be positive, got ", n)); return n; };
+TEST_CASE(
+    "core.check: KSHOT_CHECK throws invalid_argument and KSHOT_CHECK_RANGE throws out_of_range with the call and the "
+    "message") {
+  auto f = [](int n) {
+    KSHOT_CHECK(n > 0, "kshot::f()", detail::cat("n must be positive, got ", n));
+    return n;
+  };
   CHECK(f(3) == 3);
   KSHOT_CHECK_THROWS_WITH_ALL(f(-2), std::invalid_argument, "kshot::f(): n must be positive, got -2");
   auto g = [](Index i) { KSHOT_CHECK_RANGE(i < 4, "kshot::g()", detail::cat("index ", i, " is not below 4")); };
@@ -84,7 +89,11 @@ TEST_CASE("core.random: neighbouring streams are uncorrelated") {
     double sx = 0, sy = 0, sxy = 0, sxx = 0, syy = 0;
     for (int i = 0; i < n; ++i) {
       const double u = x.uniform(), v = y.uniform();
-      sx += u; sy += v; sxy += u * v; sxx += u * u; syy += v * v;
+      sx += u;
+      sy += v;
+      sxy += u * v;
+      sxx += u * u;
+      syy += v * v;
     }
     const double cov = sxy / n - (sx / n) * (sy / n);
     const double corr = cov / std::sqrt((sxx / n - (sx / n) * (sx / n)) * (syy / n - (sy / n) * (sy / n)));
@@ -167,7 +176,8 @@ TEST_CASE("core.threads: guards restore the thread count and parallel_for covers
   KSHOT_CHECK_THROWS_WITH_ALL(set_num_threads(0), std::invalid_argument, "kshot::set_num_threads()", "got 0");
   for (bool dynamic : {false, true}) {
     std::vector<int> hits(1000, 0);
-    detail::parallel_for(1000, true, [&](Index i) { hits[static_cast<std::size_t>(i)] += 1; }, dynamic);
+    detail::parallel_for(
+        1000, true, [&](Index i) { hits[static_cast<std::size_t>(i)] += 1; }, dynamic);
     CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
     CHECK(max_threads() == before);  // the region's own setting does not leak out
   }
@@ -179,6 +189,94 @@ TEST_CASE("core.threads: an exception inside parallel_for is rethrown after the 
   };
   KSHOT_CHECK_THROWS_WITH_ALL(detail::parallel_for(1000, true, body), std::runtime_error, "failed at 37");
   KSHOT_CHECK_THROWS_WITH_ALL(detail::parallel_for(1000, false, body), std::runtime_error, "failed at 37");
+}
+
+TEST_CASE("core.threads: block_owner deals blocks in snake order") {
+  const int two[] = {0, 1, 1, 0, 0, 1, 1, 0};
+  for (Index b = 0; b < 8; ++b) CHECK(detail::block_owner(b, 2) == two[b]);
+  const int three[] = {0, 1, 2, 2, 1, 0, 0, 1};
+  for (Index b = 0; b < 8; ++b) CHECK(detail::block_owner(b, 3) == three[b]);
+  for (Index b = 0; b < 5; ++b) CHECK(detail::block_owner(b, 1) == 0);
+  // Blocks whose work grows with the index come out even on two threads: 1 + 4 = 2 + 3.
+  Index work[2] = {0, 0};
+  for (Index b = 0; b < 16; ++b) work[detail::block_owner(b, 2)] += b + 1;
+  CHECK(work[0] == work[1]);
+}
+
+TEST_CASE("core.threads: owned_region runs start once per thread, every block once per phase, phases in order") {
+  const int before = max_threads();
+  for (int threads : {1, 2, 3}) {
+    ThreadCountGuard guard(threads);
+    for (bool parallel : {false, true}) {
+      const Index blocks = 11;
+      std::vector<int> started(8, 0), first(static_cast<std::size_t>(blocks), 0),
+          second(static_cast<std::size_t>(blocks), 0);
+      std::vector<int> owner(static_cast<std::size_t>(blocks), -1);
+      std::vector<int> seen(static_cast<std::size_t>(blocks), 0), inner(static_cast<std::size_t>(blocks), 0);
+      std::vector<int> same(static_cast<std::size_t>(blocks), 0);
+      // (No CHECK inside the region: doctest's assertions are not thread-safe.)
+      detail::owned_region(
+          blocks, parallel, [&](int t) { started[static_cast<std::size_t>(t)] += 1; },
+          [&](int t, Index b) {
+            first[static_cast<std::size_t>(b)] += 1;
+            owner[static_cast<std::size_t>(b)] = t;
+            inner[static_cast<std::size_t>(b)] = max_threads();
+          },
+          [&](int t, Index b) {
+            second[static_cast<std::size_t>(b)] += 1;
+            same[static_cast<std::size_t>(b)] = owner[static_cast<std::size_t>(b)] == t;
+            // The barrier: every block of the first phase is done before any of the second starts.
+            int done = 0;
+            for (int f : first) done += f;
+            seen[static_cast<std::size_t>(b)] = done;
+          });
+      const int used = parallel ? threads : 1;
+      for (int t = 0; t < 8; ++t) CHECK(started[static_cast<std::size_t>(t)] == (t < used ? 1 : 0));
+      for (Index b = 0; b < blocks; ++b) {
+        CHECK(first[static_cast<std::size_t>(b)] == 1);
+        CHECK(second[static_cast<std::size_t>(b)] == 1);
+        CHECK(seen[static_cast<std::size_t>(b)] == blocks);
+        CHECK(inner[static_cast<std::size_t>(b)] == 1);  // Eigen inside stays single-threaded
+        CHECK(same[static_cast<std::size_t>(b)] == 1);   // the same thread owns the block in every phase
+        CHECK(owner[static_cast<std::size_t>(b)] == detail::block_owner(b, used));
+      }
+    }
+  }
+  CHECK(max_threads() == before);
+}
+
+TEST_CASE("core.threads: an exception inside owned_region is rethrown after it, the earliest phase and block winning") {
+  for (int threads : {1, 2}) {
+    ThreadCountGuard guard(threads);
+    auto fail_at = [](Index phase_block) {
+      return [phase_block](int, Index b) {
+        if (b == phase_block || b == 9) throw std::runtime_error("failed at " + std::to_string(b));
+      };
+    };
+    KSHOT_CHECK_THROWS_WITH_ALL(detail::owned_region(
+                                    12, true, [](int) {}, fail_at(5)),
+                                std::runtime_error, "failed at 5");
+    // A later phase's failure loses to an earlier phase's.
+    KSHOT_CHECK_THROWS_WITH_ALL(detail::owned_region(
+                                    12, true, [](int) {},
+                                    [](int, Index b) {
+                                      if (b == 10) throw std::runtime_error("first phase");
+                                    },
+                                    [](int, Index b) {
+                                      if (b == 1) throw std::runtime_error("second phase");
+                                    }),
+                                std::runtime_error, "first phase");
+    KSHOT_CHECK_THROWS_WITH_ALL(detail::owned_region(
+                                    12, true,
+                                    [](int t) {
+                                      if (t == 0) throw std::runtime_error("start");
+                                    },
+                                    [](int, Index) { throw std::runtime_error("block"); }),
+                                std::runtime_error, "start");
+    std::vector<int> hits(12, 0);
+    detail::for_owned_blocks(12, true, [&](Index b) { hits[static_cast<std::size_t>(b)] += 1; });
+    CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
+  }
 }
 
 TEST_CASE_TEMPLATE("core.check: all_finite finds every infinity and NaN in matrices blocks and vectors", Scalar, float,

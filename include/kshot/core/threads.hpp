@@ -14,6 +14,7 @@
 #include "kshot/core/config.hpp"
 
 #include <exception>
+#include <limits>
 
 #if KSHOT_HAS_OPENMP
 #include <omp.h>
@@ -105,8 +106,7 @@ void parallel_for(Index n, bool parallel, Body&& body, bool dynamic = false) {
     for (Index i = 0; i < n; ++i) body(i);
     return;
   }
-  KSHOT_PRAGMA_OMP(omp parallel if (go_parallel))
-  {
+  KSHOT_PRAGMA_OMP(omp parallel if (go_parallel)) {
     omp_set_num_threads(1);
     if (dynamic) {
       KSHOT_PRAGMA_OMP(omp for schedule(dynamic, 1))
@@ -115,7 +115,10 @@ void parallel_for(Index n, bool parallel, Body&& body, bool dynamic = false) {
           body(i);
         } catch (...) {
           KSHOT_PRAGMA_OMP(omp critical(kshot_parallel_for_error))
-          if (i < error_index) { error_index = i; error = std::current_exception(); }
+          if (i < error_index) {
+            error_index = i;
+            error = std::current_exception();
+          }
         }
       }
     } else {
@@ -125,7 +128,10 @@ void parallel_for(Index n, bool parallel, Body&& body, bool dynamic = false) {
           body(i);
         } catch (...) {
           KSHOT_PRAGMA_OMP(omp critical(kshot_parallel_for_error))
-          if (i < error_index) { error_index = i; error = std::current_exception(); }
+          if (i < error_index) {
+            error_index = i;
+            error = std::current_exception();
+          }
         }
       }
     }
@@ -136,6 +142,88 @@ void parallel_for(Index n, bool parallel, Body&& body, bool dynamic = false) {
   (void)dynamic;
   for (Index i = 0; i < n; ++i) body(i);
 #endif
+}
+
+/**
+ * @brief The thread (of `threads`) that owns block `b` under for_owned_blocks(): blocks are dealt in snake order,
+ * 0, 1, ..., T - 1, T - 1, ..., 1, 0, 0, 1, ..., so that blocks whose work grows (or shrinks) with the index, such
+ * as the row blocks of a triangle, still come out even.
+ */
+inline int block_owner(Index b, int threads) noexcept {
+  const Index round = b / threads, pos = b % threads;
+  return static_cast<int>(round % 2 == 0 ? pos : threads - 1 - pos);
+}
+
+/**
+ * @brief One OpenMP region (when `parallel` is true) in which every thread first runs start(t) and then, phase
+ * after phase, phase(t, b) for the blocks b in [0, blocks) that it owns (block_owner(b, T) of the T threads, in
+ * increasing b), with a barrier between phases; t is the thread's index, 0 outside a region.
+ *
+ * For passes over the same data one after another (the rows of an n x n matrix): with the same blocks, a thread
+ * reads and writes the rows it wrote in the pass before, which stay in its own cache. On machines whose cores are
+ * far apart, writing a line that another core holds costs a round trip per line, far more than the pass itself;
+ * one region instead of one per pass also saves the fork and join. Results must not depend on the ownership.
+ * start() suits per-thread copies of shared inputs, which the thread then reads without sharing them. Exceptions
+ * are caught in the region (the first by phase, then block, is rethrown after it; start()'s before any) and the
+ * thread setting inside it is as in parallel_for().
+ */
+template <class Start, class... Phases>
+void owned_region(Index blocks, bool parallel, Start&& start, Phases&&... phases) {
+  // The error kept is the one of smallest rank: start() of thread t ranks t - T (before any block), block b of
+  // phase k ranks k * blocks + b.
+  std::exception_ptr error;
+  Index best = std::numeric_limits<Index>::max();
+  auto run = [&](int me, int threads, auto&& barrier) {
+    auto guarded = [&](Index rank, auto&& f) {
+      try {
+        f();
+      } catch (...) {
+        KSHOT_PRAGMA_OMP(omp critical(kshot_parallel_for_error))
+        if (rank < best) {
+          best = rank;
+          error = std::current_exception();
+        }
+      }
+    };
+    guarded(Index(me) - Index(threads), [&] { start(me); });
+    Index k = 0;
+    auto one = [&](auto& phase) {
+      if (k > 0) barrier();
+      for (Index b = 0; b < blocks; ++b)
+        if (block_owner(b, threads) == me) guarded(k * blocks + b, [&] { phase(me, b); });
+      ++k;
+    };
+    (one(phases), ...);
+  };
+#if KSHOT_HAS_OPENMP
+  const bool go_parallel = parallel && blocks > 1 && !in_parallel_region() && omp_get_max_threads() > 1;
+  if (go_parallel) {
+    KSHOT_PRAGMA_OMP(omp parallel) {
+      const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+      omp_set_num_threads(1);
+      run(me, threads, [] { KSHOT_PRAGMA_OMP(omp barrier) });
+    }
+  } else if (omp_get_max_threads() == 1 || in_parallel_region()) {
+    run(0, 1, [] {});
+  } else {
+    // One thread, with Eigen kept single-threaded as inside a region.
+    KSHOT_PRAGMA_OMP(omp parallel if (false)) {
+      omp_set_num_threads(1);
+      run(0, 1, [] {});
+    }
+  }
+#else
+  (void)parallel;
+  run(0, 1, [] {});
+#endif
+  if (error) std::rethrow_exception(error);
+}
+
+/// owned_region() with one phase, body(b), and nothing to start.
+template <class Body>
+void for_owned_blocks(Index blocks, bool parallel, Body&& body) {
+  owned_region(
+      blocks, parallel, [](int) {}, [&](int, Index b) { body(b); });
 }
 
 /// True when a loop of `rows` iterations with `work` scalar operations in all deserves a parallel region.

@@ -126,7 +126,7 @@ class CircleLoss {
     if (mined.none()) {
       order_.build(labels);
       if (!order_.any_positive() || !order_.any_negative()) return no_pairs(n);
-      dist_.compute_self(distance, order_.sorted(emb), stats_);
+      dist_.compute_self(distance, emb, stats_, order_.order());
       const Scalar value = detail::finish_part(all_pairs(n, mode, want_grad), mode, Scalar(0), coeff, stats_);
       if (want_grad) order_.finish_gradient(dist_, *grad, coeff);
       return value;

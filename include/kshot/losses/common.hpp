@@ -28,6 +28,7 @@
 #define KSHOT_LOSSES_COMMON_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 
 #include <algorithm>
@@ -85,8 +86,9 @@ struct LossDistance {
   }
   /// A short description, e.g. "LpDistance(p=2, power=1, normalize_embeddings=true)".
   std::string describe() const {
-    const char* name = kind == DistanceKind::lp ? "LpDistance" : kind == DistanceKind::cosine ? "CosineSimilarity"
-                                                                                           : "DotProductSimilarity";
+    const char* name = kind == DistanceKind::lp       ? "LpDistance"
+                       : kind == DistanceKind::cosine ? "CosineSimilarity"
+                                                      : "DotProductSimilarity";
     return detail::cat(name, "(p=", p, ", power=", power, ", normalize_embeddings=", normalizes() ? "true" : "false",
                        ")");
   }
@@ -118,7 +120,12 @@ struct LossStats {
 /// pytorch-metric-learning's 4-tuple indices_tuple.
 struct MinedPairs {
   std::vector<Index> a1, p, a2, n;
-  void clear() noexcept { a1.clear(); p.clear(); a2.clear(); n.clear(); }
+  void clear() noexcept {
+    a1.clear();
+    p.clear();
+    a2.clear();
+    n.clear();
+  }
   Index positive_count() const noexcept { return static_cast<Index>(a1.size()); }
   Index negative_count() const noexcept { return static_cast<Index>(a2.size()); }
 };
@@ -126,7 +133,11 @@ struct MinedPairs {
 /// Triplets mined from a batch: (a[k], p[k], n[k]). pytorch-metric-learning's 3-tuple indices_tuple.
 struct MinedTriplets {
   std::vector<Index> a, p, n;
-  void clear() noexcept { a.clear(); p.clear(); n.clear(); }
+  void clear() noexcept {
+    a.clear();
+    p.clear();
+    n.clear();
+  }
   Index size() const noexcept { return static_cast<Index>(a.size()); }
 };
 
@@ -139,7 +150,7 @@ struct MinedTriplets {
 class Mined {
  public:
   Mined() = default;
-  Mined(const MinedPairs& pairs) noexcept : pairs_(&pairs) {}           // NOLINT: implicit by design
+  Mined(const MinedPairs& pairs) noexcept : pairs_(&pairs) {}              // NOLINT: implicit by design
   Mined(const MinedTriplets& triplets) noexcept : triplets_(&triplets) {}  // NOLINT: implicit by design
   bool none() const noexcept { return pairs_ == nullptr && triplets_ == nullptr; }
   const MinedPairs* pairs() const noexcept { return pairs_; }
@@ -152,16 +163,39 @@ class Mined {
 
 namespace detail {
 
+/// Rows per block of the passes over the rows of an n x n loss matrix, and of the distance matrix's products: the
+/// unit a thread owns (core/threads.hpp, owned_region()).
+inline constexpr Index loss_row_block = 64;
+
+/**
+ * @brief Runs body(i) for every row i < n, in one region when `parallel` is true, each block of loss_row_block rows
+ * on the thread that owns it in LossDistanceMatrix's passes: a thread reads and writes the rows of the distance
+ * matrix and of dL/dM that it wrote before, in its own cache (see owned_region()). Results must not depend on
+ * the thread.
+ */
+template <class Body>
+void for_owned_rows(Index n, bool parallel, Body&& body) {
+  const Index blocks = (n + loss_row_block - 1) / loss_row_block;
+  for_owned_blocks(blocks, parallel, [&](Index b) {
+    const Index end = std::min(n, (b + 1) * loss_row_block);
+    for (Index i = b * loss_row_block; i < end; ++i) body(i);
+  });
+}
+
 /// The reduction actually applied to one part of a loss.
 enum class ReduceMode { mean, mean_nonzero, sum, divisor };
 
 /// Resolves `r` against a loss's default mode.
 inline ReduceMode resolve_reduction(Reduction r, ReduceMode loss_default) noexcept {
   switch (r) {
-    case Reduction::mean: return ReduceMode::mean;
-    case Reduction::mean_nonzero: return ReduceMode::mean_nonzero;
-    case Reduction::sum: return ReduceMode::sum;
-    case Reduction::loss_default: break;
+    case Reduction::mean:
+      return ReduceMode::mean;
+    case Reduction::mean_nonzero:
+      return ReduceMode::mean_nonzero;
+    case Reduction::sum:
+      return ReduceMode::sum;
+    case Reduction::loss_default:
+      break;
   }
   return loss_default;
 }
@@ -223,7 +257,10 @@ struct PartTotals {
   void add(Scalar v) noexcept {
     sum += v;
     ++count;
-    if (v > Scalar(0)) { sum_active += v; ++active; }
+    if (v > Scalar(0)) {
+      sum_active += v;
+      ++active;
+    }
   }
   void merge(const PartTotals& o) noexcept {
     sum += o.sum;
@@ -348,7 +385,10 @@ inline void pairs_from(const Mined& mined, const ConstLabelRef& labels, MinedPai
   for (Index i = 0; i < n; ++i)
     for (Index j = 0; j < n; ++j) {
       if (labels[i] == labels[j]) {
-        if (i != j) { out.a1.push_back(i); out.p.push_back(j); }
+        if (i != j) {
+          out.a1.push_back(i);
+          out.p.push_back(j);
+        }
       } else {
         out.a2.push_back(i);
         out.n.push_back(j);
@@ -405,7 +445,10 @@ void miner_weights(const Mined& mined, Index n, Scalar* w, std::vector<Index>& c
   counts.assign(static_cast<std::size_t>(n), 0);
   bool any = false;
   auto add = [&](const std::vector<Index>& v) {
-    for (Index i : v) { ++counts[static_cast<std::size_t>(i)]; any = true; }
+    for (Index i : v) {
+      ++counts[static_cast<std::size_t>(i)];
+      any = true;
+    }
   };
   if (const MinedPairs* pr = mined.pairs()) {
     add(pr->a1);
@@ -414,7 +457,10 @@ void miner_weights(const Mined& mined, Index n, Scalar* w, std::vector<Index>& c
     if (!anchors_only) add(pr->n);
   } else if (const MinedTriplets* tr = mined.triplets()) {
     add(tr->a);
-    if (!anchors_only) { add(tr->p); add(tr->n); }
+    if (!anchors_only) {
+      add(tr->p);
+      add(tr->n);
+    }
   }
   if (!any) {
     for (Index i = 0; i < n; ++i) w[i] = Scalar(1);
@@ -422,8 +468,7 @@ void miner_weights(const Mined& mined, Index n, Scalar* w, std::vector<Index>& c
   }
   Index max_count = 0;
   for (Index c : counts) max_count = std::max(max_count, c);
-  for (Index i = 0; i < n; ++i)
-    w[i] = Scalar(counts[static_cast<std::size_t>(i)]) / Scalar(max_count);
+  for (Index i = 0; i < n; ++i) w[i] = Scalar(counts[static_cast<std::size_t>(i)]) / Scalar(max_count);
 }
 
 /// log(1 + exp(x)) without overflow (torch.nn.functional.softplus with beta = 1, threshold 20).

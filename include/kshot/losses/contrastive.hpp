@@ -232,7 +232,7 @@ class ContrastiveLoss {
       row_pos_[static_cast<std::size_t>(i)] = tp;
       row_neg_[static_cast<std::size_t>(i)] = tn;
     };
-    detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_totals);
+    detail::for_owned_rows(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_totals);
     detail::PartTotals<Scalar> pos, neg;
     for (Index i = 0; i < n; ++i) {
       pos.merge(row_pos_[static_cast<std::size_t>(i)]);
@@ -251,7 +251,7 @@ class ContrastiveLoss {
       detail::contrastive_row_grad(M.row(i).data(), lab, n, lab[i], pos_sign, pm, neg_sign, nm, gp, gn, G.row(i).data());
       G(i, i) = 0;
     };
-    detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_grad);
+    detail::for_owned_rows(n, detail::worth_parallel(n, double(n) * double(n) * 4), row_grad);
     dist_.backward_self_symmetric(*grad);
     return value;
   }

@@ -526,7 +526,7 @@ class FastAPLoss {
       fastap_[ui] = F;
       kept_[ui] = any;
     };
-    detail::parallel_for(n, par, row_value);
+    detail::for_owned_rows(n, par, row_value);
     bool any_kept = false;
     for (std::size_t i = 0; i < un; ++i) any_kept = any_kept || kept_[i] != 0;
     if (!any_kept) return Scalar(0);
@@ -606,7 +606,7 @@ class FastAPLoss {
       }
       gi[i] = 0;
     };
-    detail::parallel_for(n, par, row_grad);
+    detail::for_owned_rows(n, par, row_grad);
     dist_.backward_self(*grad);
     return value;
   }

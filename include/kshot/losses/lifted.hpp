@@ -303,7 +303,7 @@ class LiftedStructureLoss {
       row_sum_[ui] = G.row(i).sum();
     };
     const bool par = detail::worth_parallel(n, double(n) * double(n) * 8);
-    detail::parallel_for(n, par, row_negatives);
+    detail::for_owned_rows(n, par, row_negatives);
     class_reference(n);
 
     // J and relu(J) of every positive pair, stored per class block: pair (i, j) at block + rank_i * c + rank_j.
@@ -328,7 +328,7 @@ class LiftedStructureLoss {
       }
       row_tot_[ui] = tot;
     };
-    detail::parallel_for(n, par, row_pairs);
+    detail::for_owned_rows(n, par, row_pairs);
     detail::PartTotals<Scalar> total;
     for (Index i = 0; i < n; ++i) {
       total.merge(row_tot_[static_cast<std::size_t>(i)]);
@@ -369,7 +369,7 @@ class LiftedStructureLoss {
         G(i, j) = r1 > Scalar(0) ? detail::element_coeff(r1 * r1 / Scalar(2), coeff, mode) * r1 * ps : Scalar(0);
       }
     };
-    detail::parallel_for(n, par, row_grad);
+    detail::for_owned_rows(n, par, row_grad);
     dist_.backward_self(*grad);
     return value;
   }
@@ -600,7 +600,7 @@ class GeneralizedLiftedStructureLoss {
       val_[ui] = v > Scalar(0) ? v : Scalar(0);
     };
     const bool par = detail::worth_parallel(n, double(n) * double(n) * 8);
-    detail::parallel_for(n, par, row_value);
+    detail::for_owned_rows(n, par, row_value);
     for (std::size_t i = 0; i < un; ++i) stats_.skipped_anchors += skip_[i];
 
     const detail::ReduceMode mode = detail::resolve_reduction(reduction, detail::ReduceMode::mean);
@@ -622,7 +622,7 @@ class GeneralizedLiftedStructureLoss {
       const Scalar lpos = pos_lse_[ui];
       for_positives(i, [&](Index j) { G(i, j) += c * psign * std::exp(pos_value(M(i, j)) - lpos); });
     };
-    detail::parallel_for(n, par, row_grad);
+    detail::for_owned_rows(n, par, row_grad);
     dist_.backward_self(*grad);
     return value;
   }

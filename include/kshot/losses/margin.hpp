@@ -280,7 +280,7 @@ class MarginLoss {
     if (list == nullptr) {
       // Every triplet of the labels: rows in label order, so each row's positives are one block.
       order_.build(labels);
-      dist_.compute_self(distance, order_.sorted(emb), stats_);
+      dist_.compute_self(distance, emb, stats_, order_.order());
       total = stream(labels, want);
     } else {
       dist_.compute_self(distance, emb, stats_);
@@ -383,7 +383,7 @@ class MarginLoss {
       t.neg_active = P * cni;
       t.beta_unit = double(s) * (double(P * cni) - double(N * cpi));
     };
-    detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n) * 4), row);
+    detail::for_owned_rows(n, detail::worth_parallel(n, double(n) * double(n) * 4), row);
     AnchorTotals total;
     for (Index r = 0; r < n; ++r) {
       const AnchorTotals& t = anchors_[static_cast<std::size_t>(r)];

@@ -129,7 +129,7 @@ class MultiSimilarityLoss {
     Scalar coeff = 0;
     if (mined.none()) {
       order_.build(labels);
-      dist_.compute_self(distance, order_.sorted(emb), stats_);
+      dist_.compute_self(distance, emb, stats_, order_.order());
       const Scalar value = detail::finish_part(all_pairs(n, mode, want_grad), mode, Scalar(0), coeff, stats_);
       if (want_grad) order_.finish_gradient(dist_, *grad, coeff);
       return value;
@@ -170,7 +170,8 @@ class MultiSimilarityLoss {
             Gr.segment(b, len) = ((scale * (Mr.segment(b, len).array() - base)) - m).exp().matrix();
         });
         // The added entry 0 has exp(0 − m); when it is the largest, every exponential is in rest.
-        const Scalar rest = zero_on_top ? detail::pair_rows::sum_over(Gr, R) : detail::pair_rows::rest_over(Gr, R) + std::exp(-m);
+        const Scalar rest =
+            zero_on_top ? detail::pair_rows::sum_over(Gr, R) : detail::pair_rows::rest_over(Gr, R) + std::exp(-m);
         sum = Scalar(1) + rest;
         return part(m, rest, scale);
       };

@@ -124,7 +124,7 @@ class NTXentLoss {
     if (mined.none()) {
       order_.build(labels);
       if (!order_.any_positive() || !order_.any_negative()) return Scalar(0);
-      dist_.compute_self(distance, order_.sorted(emb), stats_);
+      dist_.compute_self(distance, emb, stats_, order_.order());
       const Scalar value = detail::finish_part(all_pairs(n, mode, dz, want_grad), mode, Scalar(0), coeff, stats_);
       if (want_grad) order_.finish_gradient(dist_, *grad, coeff);
       return value;

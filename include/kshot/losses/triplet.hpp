@@ -44,8 +44,10 @@ inline Index draw_random_triplets(const ConstLabelRef& labels, Index k, std::uin
     neg.clear();
     for (Index j = 0; j < n; ++j) {
       if (j == a) continue;
-      if (labels[j] == labels[a]) pos.push_back(j);
-      else neg.push_back(j);
+      if (labels[j] == labels[a])
+        pos.push_back(j);
+      else
+        neg.push_back(j);
     }
     if (pos.empty() || neg.empty()) {
       ++skipped;
@@ -63,18 +65,18 @@ inline Index draw_random_triplets(const ConstLabelRef& labels, Index k, std::uin
   return skipped;
 }
 
-/// Anchors with no positive (another row of the same label) or no negative (a row of another label).
-inline Index anchors_without_triplets(const ConstLabelRef& labels) {
+/// Anchors with no positive (another row of the same label) or no negative (a row of another label): the rows of
+/// a label held by one row only, or by every row. O(n log n); `sorted` is grow-only scratch.
+inline Index anchors_without_triplets(const ConstLabelRef& labels, std::vector<Label>& sorted) {
   const Index n = labels.size();
+  sorted.assign(labels.data(), labels.data() + n);
+  std::sort(sorted.begin(), sorted.end());
   Index skipped = 0;
-  for (Index a = 0; a < n; ++a) {
-    bool has_pos = false, has_neg = false;
-    for (Index j = 0; j < n && !(has_pos && has_neg); ++j) {
-      if (j == a) continue;
-      if (labels[j] == labels[a]) has_pos = true;
-      else has_neg = true;
-    }
-    if (!(has_pos && has_neg)) ++skipped;
+  for (Index start = 0; start < n;) {
+    Index end = start + 1;
+    while (end < n && sorted[static_cast<std::size_t>(end)] == sorted[static_cast<std::size_t>(start)]) ++end;
+    if (end - start < 2 || end - start == n) skipped += end - start;
+    start = end;
   }
   return skipped;
 }
@@ -120,24 +122,17 @@ void relu_row(Scalar x, Scalar m, const Scalar* y, Index N, Scalar* hits, Scalar
 }
 
 /**
- * @brief Runs body(scratch, a) for every anchor a < n, in contiguous chunks of anchors spread over the
- * threads (a few chunks per thread, scheduled dynamically). Each chunk owns scratch[chunk], resized to n
- * (grow-only) before the region; results must depend on the anchor only, never on the chunk.
+ * @brief Runs body(scratch, a) for every anchor a < n, in the row blocks each thread owns (for_owned_rows), with
+ * scratch[t] for thread t, resized to n (grow-only) before the region; results must depend on the anchor only,
+ * never on the scratch's earlier contents.
  */
 template <class ScratchT, class Body>
 void for_anchor_chunks(Index n, double work, std::vector<ScratchT>& scratch, Body&& body) {
   const bool par = worth_parallel(n, work);
-  const Index chunks = par ? std::min<Index>(n, 4 * static_cast<Index>(max_threads())) : 1;
-  if (static_cast<Index>(scratch.size()) < chunks) scratch.resize(static_cast<std::size_t>(chunks));
-  for (Index c = 0; c < chunks; ++c) scratch[static_cast<std::size_t>(c)].resize(n);
-  parallel_for(
-      chunks, par,
-      [&](Index c) {
-        ScratchT& sc = scratch[static_cast<std::size_t>(c)];
-        const Index begin = n * c / chunks, end = n * (c + 1) / chunks;
-        for (Index a = begin; a < end; ++a) body(sc, a);
-      },
-      /*dynamic=*/true);
+  const auto slots = static_cast<std::size_t>(par ? max_threads() : 1);
+  if (scratch.size() < slots) scratch.resize(slots);
+  for (std::size_t c = 0; c < slots; ++c) scratch[c].resize(n);
+  for_owned_rows(n, par, [&](Index a) { body(scratch[par ? static_cast<std::size_t>(thread_index()) : 0], a); });
 }
 
 }  // namespace detail
@@ -245,6 +240,7 @@ class TripletMarginLoss {
     dist_.reserve(n, n, d);
     order_.reserve(n, d);
     anchor_totals_.reserve(static_cast<std::size_t>(n));
+    label_scratch_.reserve(static_cast<std::size_t>(n));
     if (scratch_.empty()) scratch_.resize(1);
     scratch_[0].resize(n);
   }
@@ -318,8 +314,9 @@ class TripletMarginLoss {
              RowMatrixRef<Scalar>* grad) {
     check_common(emb, labels, grad, kWhere);
     detail::check_mined(mined, emb.rows(), kWhere);
-    KSHOT_CHECK(triplets_per_anchor >= 0, kWhere,
-                detail::cat("triplets_per_anchor is ", triplets_per_anchor, " but must be >= 0 (0 means every triplet)"));
+    KSHOT_CHECK(
+        triplets_per_anchor >= 0, kWhere,
+        detail::cat("triplets_per_anchor is ", triplets_per_anchor, " but must be >= 0 (0 means every triplet)"));
     stats_ = LossStats{};
     if (grad != nullptr) grad->setZero();
     use_order_ = false;
@@ -328,7 +325,7 @@ class TripletMarginLoss {
         // Rows in label order: each anchor's positives and negatives are contiguous runs of its row of the
         // distance matrix (no gather by label, no scattered gradient writes).
         order_.build(labels);
-        dist_.compute_self(distance, order_.sorted(emb), stats_);
+        dist_.compute_self(distance, emb, stats_, order_.order());
         use_order_ = true;
       } else {
         dist_.compute_self(distance, emb, stats_);
@@ -396,7 +393,7 @@ class TripletMarginLoss {
     }
     Totals total;
     for (const Totals& t : anchor_totals_) total.merge(t);
-    stats_.skipped_anchors = detail::anchors_without_triplets(labels);
+    stats_.skipped_anchors = detail::anchors_without_triplets(labels, label_scratch_);
     return finish(total, mode, grad);
   }
 
@@ -504,16 +501,20 @@ class TripletMarginLoss {
         if (!smooth_loss) {
           Scalar sum = 0, active = 0;
           Scalar* nwp = want ? sc.nw.data() : nullptr;
-          if (inv) detail::relu_row<true>(x, m, sc.nv.data(), N, nwp, sum, active);
-          else detail::relu_row<false>(x, m, sc.nv.data(), N, nwp, sum, active);
+          if (inv)
+            detail::relu_row<true>(x, m, sc.nv.data(), N, nwp, sum, active);
+          else
+            detail::relu_row<false>(x, m, sc.nv.data(), N, nwp, sum, active);
           t.sum += double(sum);
           t.sum_active += double(sum);
           t.count += N;
           t.active += static_cast<Index>(active);
           if (want) pw[i] = active;
         } else {
-          if (inv) vb = (nv - x) + m;
-          else vb = (x - nv) + m;
+          if (inv)
+            vb = (nv - x) + m;
+          else
+            vb = (x - nv) + m;
           zb = vb.exp();
           lb = (vb > Scalar(20)).select(vb, zb.log1p());
           if (want) zb = (vb > Scalar(20)).select(Array::Ones(N), zb / (zb + Scalar(1)));
@@ -648,11 +649,11 @@ class TripletMarginLoss {
     const bool outer_max = inner_is_neg != inv;
     Scalar best = outer_val[0];
     for (Index i = 1; i < O; ++i) best = outer_max ? std::max(best, outer_val[i]) : std::min(best, outer_val[i]);
-    Entry* cut = inner_is_neg
-                     ? std::partition(sorted, sorted + I,
-                                      [&](const Entry& e) { return violation(inv, best, e.v, m) > Scalar(0); })
-                     : std::partition(sorted, sorted + I,
-                                      [&](const Entry& e) { return violation(inv, e.v, best, m) > Scalar(0); });
+    Entry* cut = inner_is_neg ? std::partition(sorted, sorted + I,
+                                               [&](const Entry& e) { return violation(inv, best, e.v, m) > Scalar(0); })
+                              : std::partition(sorted, sorted + I, [&](const Entry& e) {
+                                  return violation(inv, e.v, best, m) > Scalar(0);
+                                });
     I = static_cast<Index>(cut - sorted);
     // Most violating first: for distances, negatives ascending and positives descending; for similarities
     // the reverse.
@@ -670,9 +671,10 @@ class TripletMarginLoss {
     Index active = 0;
     for (Index i = 0; i < O; ++i) {
       const Scalar y = outer_val[i];
-      const Index k = inner_is_neg
-                          ? prefix_length(sorted, I, [&](const Entry& e) { return violation(inv, y, e.v, m) > Scalar(0); })
-                          : prefix_length(sorted, I, [&](const Entry& e) { return violation(inv, e.v, y, m) > Scalar(0); });
+      const Index k =
+          inner_is_neg
+              ? prefix_length(sorted, I, [&](const Entry& e) { return violation(inv, y, e.v, m) > Scalar(0); })
+              : prefix_length(sorted, I, [&](const Entry& e) { return violation(inv, e.v, y, m) > Scalar(0); });
       active += k;
       const double dk = double(k);
       // sum over j < k of sgn (ap - an) + margin
@@ -761,6 +763,7 @@ class TripletMarginLoss {
   detail::pair_rows::LabelOrder<Scalar> order_;  // rows in label order (all triplets, no swap, no smoothing)
   bool use_order_ = false;
   std::vector<Totals> anchor_totals_;
+  std::vector<Label> label_scratch_;
   std::vector<Scratch> scratch_;
   MinedTriplets list_;
   std::vector<Index> pos_, neg_;

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 namespace kshot {
 namespace detail {
@@ -37,8 +38,16 @@ namespace detail {
  * through the power, the distance and the normalisation. At a zero distance the gradient of ‖x − y‖ is
  * taken as 0, as torch.cdist does.
  *
- * Buffers live in the object's workspace (the kernel's packed operands too): after the first call with the
- * largest shape, nothing allocates (apart from Eigen's own GEMM packing buffers; see docs/losses.md).
+ * Threads (the self path, compute_self and backward_self): the rows of M are dealt to the threads in blocks of
+ * loss_row_block rows (owned_region), and every pass over M, dL/dM and the result, here and in the losses'
+ * row passes (for_owned_rows), gives a thread the same blocks, so that each writes only lines already in its own
+ * cache; shared inputs (the normalised rows and the kernel's packed operand) are computed by every thread into
+ * its own copy. Every entry is computed by the same operations whichever thread computes it, so the results are
+ * bitwise the same for any thread count.
+ *
+ * Buffers live in the object's workspace (the kernel's packed operands and the threads' copies too): after the
+ * first call with the largest shape and thread count, nothing allocates (apart from Eigen's own GEMM packing
+ * buffers; see docs/losses.md).
  */
 template <class Scalar>
 class LossDistanceMatrix {
@@ -46,12 +55,36 @@ class LossDistanceMatrix {
   using Map = typename Workspace<Scalar>::Matrix;
   using VecMap = typename Workspace<Scalar>::Vector;
 
-  /// M = dist(X, X). Counts zero-norm rows in stats.degenerate when normalising.
-  void compute_self(const LossDistance& dist, const ConstRowMatrixRef<Scalar>& X, LossStats& stats) {
+  /**
+   * M = dist(X, X), row i of M from row order[i] of X (row i when `order` is null: a loss that works in label
+   * order passes its permutation instead of a permuted copy). X and `order` are read again by backward_self(),
+   * so they must stay unchanged until then. Counts zero-norm rows in stats.degenerate when normalising.
+   */
+  void compute_self(const LossDistance& dist, const ConstRowMatrixRef<Scalar>& X, LossStats& stats,
+                    const Index* order = nullptr) {
     self_ = true;
     setup(dist, X.rows(), X.rows(), X.cols());
-    normalize_rows(X, xn(), xnorm(), stats);
-    forward();
+    src_ = X.data();
+    src_stride_ = X.outerStride();
+    order_ = order;
+    std::fill(ready_.begin(), ready_.end(), char(0));
+    if (dist_.kind == DistanceKind::lp && dist_.p != 2) {
+      grow_thread_buffers(1);
+      prepare_thread(0);
+      Map M = ws_.matrix(kM, n_, m_);
+      lp_direct_forward(xn(), xn(), M);
+      if (dist_.power == 2)
+        M = M.array().square();
+      else if (dist_.power != 1)
+        M = M.array().pow(Scalar(dist_.power));
+    } else {
+      forward_self();
+    }
+    if (dist_.normalizes()) {
+      const VecMap norms = xnorm();
+      for (Index i = 0; i < n_; ++i)
+        if (!(norms[i] > Scalar(1e-12))) ++stats.degenerate;
+    }
   }
 
   /// M = dist(X, Y) (rows of X against rows of Y).
@@ -77,49 +110,86 @@ class LossDistanceMatrix {
   /// An n x m buffer for dL/dM, zero-filled when `zero`.
   Map grad(bool zero = true) {
     Map g = ws_.matrix(kG, n_, m_);
-    if (zero) g.setZero();
+    if (zero) for_owned_rows(n_, worth_parallel(n_, double(n_) * double(m_)), [&](Index i) { g.row(i).setZero(); });
     return g;
   }
 
-  /// dL/dX for M = dist(X, X), from the contents of grad() (which it overwrites).
-  void backward_self(RowMatrixRef<Scalar> dX, bool symmetric = false) {
+  /**
+   * dL/dX for M = dist(X, X), from the contents of grad() (which it may overwrite). Row i of the result, times
+   * `coeff`, goes to dX.row(rows[i]) (dX.row(i) when `rows` is null): a loss that worked in label order puts its
+   * gradient back in the caller's order in the same pass.
+   *
+   * M is symmetric, so row i gets the shares of M(i, j) and M(j, i): S = A + A^T for A = dL/dM, formed block by
+   * block in its own buffer (for Euclidean distances scaled by 1 / (2E) in the same pass). When the caller knows
+   * A is symmetric, S = 2A and A is used as it is. One region: each thread forms its own row blocks of S, their
+   * product with X, and finishes those rows (the chain rule through the distance and the normalisation) while
+   * they are in its cache.
+   */
+  void backward_self(RowMatrixRef<Scalar> dX, bool symmetric = false, const Index* rows = nullptr,
+                     Scalar coeff = Scalar(1)) {
     KSHOT_ASSERT(self_);
     Map dXn = ws_.matrix(kDX, n_, d_);
     Map A = ws_.matrix(kG, n_, m_);
-    Map Xn = xn();
-    // M is symmetric: row i gets the shares of M(i, j) and M(j, i), A + A^T. When the caller knows A is
-    // symmetric, that is 2A and the transposed pass is skipped.
-    if (!symmetric && dist_.kind == DistanceKind::lp && dist_.p == 2 && dist_.power == 1) {
-      // Euclidean distances: the chain factor 1 / (2E) is symmetric too, so it is applied to T = G + G^T in the
-      // same tile pass that forms T in place in A; T's row sums follow.
-      Map M = ws_.matrix(kM, n_, m_);
-      symmetrize_in_place(A, &M);
-      VecMap r = ws_.vector(kR, n_);
-      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_)), [&](Index i) { r[i] = A.row(i).array().sum(); });
-      product(dXn, A, Xn);
-      dXn = Scalar(2) * (r.asDiagonal() * Xn - dXn);
-      normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
+    Map M = ws_.matrix(kM, n_, m_);
+    auto out = [&](Index i, const Scalar* g, Scalar nrm) {
+      normalize_backward_row(source_row(i), nrm, g, dX.row(rows == nullptr ? i : rows[i]).data(), coeff);
+    };
+    const bool lp = dist_.kind == DistanceKind::lp;
+    if (lp && dist_.p != 2) {
+      to_distance_grad();
+      if (symmetric)
+        A *= Scalar(2);
+      else
+        symmetrize_in_place(A);
+      lp_direct_backward(xn(), xn(), A, dXn, nullptr);
+      const VecMap norms = xnorm();
+      for (Index i = 0; i < n_; ++i) out(i, &dXn(i, 0), norms[i]);
       return;
     }
-    to_distance_grad();
-    // S = A + A^T, formed in place; a caller-symmetric A stands for S / 2.
-    if (!symmetric) symmetrize_in_place(A);
-    const Map& S = A;
+    // Euclidean distances: dL/d(E^2) = dL/dE / (2E), applied to S in the pass that forms it (to A's own rows when
+    // A is symmetric). Other kinds transform A first (nothing to do for similarities and squared distances).
+    const bool euclid = lp && dist_.power == 1;
+    if (!euclid) to_distance_grad();
+    Map S(symmetric ? A.data() : ws_.matrix(kT, n_, n_).data(), n_, n_);
+    VecMap r = ws_.vector(kR, n_);
     const Scalar twice = symmetric ? Scalar(2) : Scalar(1);
-    if (dist_.kind == DistanceKind::lp && dist_.p != 2) {
-      if (symmetric) A *= Scalar(2);
-      lp_direct_backward(Xn, Xn, A, dXn, nullptr);
-    } else if (dist_.kind == DistanceKind::lp) {
-      // E2 = |xi|^2 + |xj|^2 - 2 xi.xj:  dX = 2 (diag(T 1) X - T X)
-      VecMap r = ws_.vector(kR, n_);
-      r = S.rowwise().sum();
-      product(dXn, S, Xn);
-      dXn = (Scalar(2) * twice) * (r.asDiagonal() * Xn - dXn);
-    } else {
-      product(dXn, S, Xn);
-      if (symmetric) dXn *= Scalar(2);
-    }
-    normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), dXn, dX);
+    const Scalar f = Scalar(2) * twice;  // E2 = |xi|^2 + |xj|^2 - 2 xi.xj:  dX = 2 (diag(S 1) X - S X)
+    const Index blocks = (n_ + product_block - 1) / product_block;
+    const int threads = plan_threads(blocks, double(n_) * double(n_) * double(d_));
+    grow_thread_buffers(threads);
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+    const Index full = d_ / tile_group;  // groups of 64 output columns read in place from X
+#endif
+    owned_region(
+        blocks, threads > 1,
+        [&](int t) {
+          // A thread the forward region did not have (it may have run on fewer threads) makes its copy now.
+          if (!ready_[std::size_t(t)]) prepare_thread(t);
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+          if constexpr (tiled)
+            if (full * tile_group < d_)
+              pack_columns(thread_x(t).data(), d_, n_, full * tile_group, d_ - full * tile_group, backward_pack(t));
+#endif
+        },
+        [&](int t, Index b) {
+          const Index r0 = b * product_block, r1 = std::min(n_, r0 + product_block);
+          if (!symmetric)
+            symmetrize_block(A, S, euclid ? &M : nullptr, r0, r1);
+          else if (euclid)
+            for (Index i = r0; i < r1; ++i) halve_over(&A(i, 0), &M(i, 0), n_);
+          if (lp)
+            for (Index i = r0; i < r1; ++i) r[i] = S.row(i).sum();
+          const Map Xt = thread_x(t);
+          block_product(dXn, S, Xt, r0, r1, t);
+          const VecMap norms = thread_norms(t);
+          for (Index i = r0; i < r1; ++i) {
+            if (lp)
+              dXn.row(i) = f * (r[i] * Xt.row(i) - dXn.row(i));
+            else if (symmetric)
+              dXn.row(i) *= Scalar(2);
+            out(i, &dXn(i, 0), norms[i]);
+          }
+        });
   }
 
   /// backward_self() for a dL/dM the caller knows to be symmetric (dL/dM(i, j) = dL/dM(j, i)), which skips the
@@ -244,18 +314,18 @@ class LossDistanceMatrix {
   /// Pre-sizes the buffers for an n x m matrix over d columns.
   void reserve(Index n, Index m, Index d) {
     for (std::size_t s : {kX, kXn, kDX, kDY}) ws_.reserve(s, std::max(n, m) * d);
-    for (std::size_t s : {kM, kG}) ws_.reserve(s, n * m);
+    for (std::size_t s : {kM, kG, kT}) ws_.reserve(s, n * m);
 #if KSHOT_LOSSES_HAS_TILE_PRODUCT
     auto up = [](Index x) { return (x + tile_group - 1) / tile_group * tile_group; };
-    ws_.reserve(kPack, up(std::max(n, m)) * up(d));
+    ws_.reserve(kPack, up(std::max(n, m)) * up(d) + tile_group * std::max(n, m));
 #endif
   }
 
  private:
-  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kDX, kDY, kR, kC, kSqX, kSqY, kS, kPack };
+  enum : std::size_t { kX = 0, kY, kXn, kYn, kXnorm, kYnorm, kM, kG, kDX, kDY, kR, kC, kSqX, kSqY, kS, kPack, kT };
 
   /// Rows per block of the products below.
-  static constexpr Index product_block = 64;
+  static constexpr Index product_block = loss_row_block;
 
   /// True where the float products run on the register-tile kernel (tile_product.hpp) instead of Eigen.
   static constexpr bool tiled = KSHOT_LOSSES_HAS_TILE_PRODUCT && std::is_same_v<Scalar, float>;
@@ -301,52 +371,6 @@ class LossDistanceMatrix {
       const Index r0 = b * product_block, r = std::min(product_block, rows - r0);
       dst.middleRows(r0, r).noalias() = alpha * (lhs.middleRows(r0, r) * rhs);
     });
-  }
-
-  /// The lower triangle (with the diagonal) of alpha * X X^T: half the work of the full product. The strict
-  /// upper triangle is left unspecified. `row_done(i)` runs for every row i once the row's entries are final.
-  /// Fixed row blocks, each computed (register-tile kernel or Eigen) and then finished by row_done while its
-  /// entries are in cache; blocks are handed out largest first (their work grows with the row index).
-  template <class RowDone>
-  void gram_lower(Map& dst, const Map& X, Scalar alpha, RowDone&& row_done) {
-    const Index rows = dst.rows();
-    const double work = 0.5 * double(rows) * double(rows) * double(X.cols());
-#if KSHOT_LOSSES_HAS_TILE_PRODUCT
-    if constexpr (tiled) {
-      // Every group of 64 columns packed first (n x d values in all); then row blocks as in the Eigen path, each
-      // block's entries against the groups up to its own, and row_done while they are in cache.
-      const Index K = X.cols();
-      const Index groups = (rows + tile_group - 1) / tile_group;
-      float* pack = ws_.vector(kPack, groups * tile_group * K).data();
-      for (Index g = 0; g < groups; ++g)
-        pack_query_group(X.row(g * tile_group).data(), K, std::min(tile_group, rows - g * tile_group), K,
-                         pack + g * tile_group * K);
-      static_assert(tile_group % product_block == 0 || product_block % tile_group == 0);
-      const Index blocks = (rows + product_block - 1) / product_block;
-      parallel_for(
-          blocks, worth_parallel(blocks, work),
-          [&](Index k) {
-            const Index b = blocks - 1 - k;
-            const Index r0 = b * product_block, r1 = std::min(rows, r0 + product_block);
-            for (Index c0 = 0; c0 < r1; c0 += tile_group)
-              tile_rows(pack + c0 * K, std::min(tile_group, rows - c0), X.data(), K, K, r0, r1, alpha, dst.data(), rows,
-                        c0);
-            for (Index i = r0; i < r1; ++i) row_done(i);
-          },
-          /*dynamic=*/true);
-      return;
-    }
-#endif
-    const Index blocks = (rows + product_block - 1) / product_block;
-    parallel_for(
-        blocks, worth_parallel(blocks, work),
-        [&](Index k) {
-          const Index b = blocks - 1 - k;
-          const Index r0 = b * product_block, r = std::min(product_block, rows - r0);
-          dst.block(r0, 0, r, r0 + r).noalias() = alpha * (X.middleRows(r0, r) * X.topRows(r0 + r).transpose());
-          for (Index i = r0; i < r0 + r; ++i) row_done(i);
-        },
-        /*dynamic=*/true);
   }
 
   /**
@@ -453,28 +477,22 @@ class LossDistanceMatrix {
         /*dynamic=*/true);
   }
 
-  /// Copies the strict lower triangle of a square m onto its strict upper triangle, tile by tile.
-  static void mirror_lower(Map& m) {
-    const Index n = m.rows();
-    const Index tiles = (n + tile - 1) / tile;
-    parallel_for(
-        tiles, worth_parallel(tiles, 0.5 * double(n) * double(n)),
-        [&](Index ti) {
-          const Index i0 = ti * tile, ri = std::min(tile, n - i0);
-          Tile t;
-          for (Index r = 0; r < ri; ++r)  // the diagonal tile
-            for (Index c = r + 1; c < ri; ++c) m(i0 + r, i0 + c) = m(i0 + c, i0 + r);
-          for (Index j0 = i0 + tile; j0 < n; j0 += tile) {
-            const Index rj = std::min(tile, n - j0);
-            if (ri == tile && rj == tile) {
-              t = m.block(j0, i0, tile, tile);
-              m.block(i0, j0, tile, tile) = t.transpose();
-            } else {
-              m.block(i0, j0, ri, rj) = m.block(j0, i0, rj, ri).transpose();
-            }
-          }
-        },
-        /*dynamic=*/true);  // the work shrinks with ti
+  /// Fills the strict upper triangle of rows [i0, i0 + 16) of a square m from the mirror images of the strict lower
+  /// triangle, tile by tile (the tiles right of the diagonal one read rows below i0 + 16).
+  static void mirror_tile_row(Map& m, Index i0) {
+    const Index n = m.rows(), ri = std::min(tile, n - i0);
+    Tile t;
+    for (Index r = 0; r < ri; ++r)  // the diagonal tile
+      for (Index c = r + 1; c < ri; ++c) m(i0 + r, i0 + c) = m(i0 + c, i0 + r);
+    for (Index j0 = i0 + tile; j0 < n; j0 += tile) {
+      const Index rj = std::min(tile, n - j0);
+      if (ri == tile && rj == tile) {
+        t = m.block(j0, i0, tile, tile);
+        m.block(i0, j0, tile, tile) = t.transpose();
+      } else {
+        m.block(i0, j0, ri, rj) = m.block(j0, i0, rj, ri).transpose();
+      }
+    }
   }
 
   Map xn() { return ws_.matrix(kXn, n_, d_); }
@@ -529,47 +547,57 @@ class LossDistanceMatrix {
     }
   }
 
-  /// dL/dX from dL/dX̂ through x̂ = x / max(‖x‖_p, eps).
-  void normalize_backward(const Map& X, const VecMap& norms, const Map& dXn, RowMatrixRef<Scalar>& dX) {
+  /// out = coeff * dL/dx from g = dL/dx̂ through x̂ = x / max(‖x‖_p, eps), for one row x of norm `nrm` (d values
+  /// each).
+  void normalize_backward_row(const Scalar* x_data, Scalar nrm, const Scalar* g_data, Scalar* out_data,
+                              Scalar coeff) const {
+    using Row = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
+    const Eigen::Map<const Row> x(x_data, d_), g(g_data, d_);
+    Eigen::Map<Row> out(out_data, d_);
+    auto put = [&](const auto& v) {
+      if (coeff == Scalar(1))
+        out = v;
+      else
+        out = coeff * v;
+    };
     if (!dist_.normalizes()) {
-      dX = dXn;
+      put(g);
       return;
     }
     const Scalar floor = Scalar(1e-12);
+    if (!(nrm > floor)) {
+      put(g / floor);
+      return;
+    }
+    const Scalar gx = g.dot(x);
+    if (dist_.p == 2) {
+      put(g / nrm - (gx / (nrm * nrm * nrm)) * x);
+      return;
+    }
+    // d‖x‖_p / dx_k = sign(x_k) |x_k|^(p-1) / ‖x‖_p^(p-1)
     const Scalar p = Scalar(dist_.p);
-    for (Index i = 0; i < X.rows(); ++i) {
-      const Scalar nrm = norms[i];
-      if (!(nrm > floor)) {
-        dX.row(i) = dXn.row(i) / floor;
-        continue;
-      }
-      const Scalar gx = dXn.row(i).dot(X.row(i));
-      if (dist_.p == 2) {
-        dX.row(i) = dXn.row(i) / nrm - (gx / (nrm * nrm * nrm)) * X.row(i);
-      } else {
-        // d‖x‖_p / dx_k = sign(x_k) |x_k|^(p-1) / ‖x‖_p^(p-1)
-        const Scalar scale = gx / (nrm * nrm) / std::pow(nrm, p - Scalar(1));
-        for (Index k = 0; k < d_; ++k) {
-          const Scalar x = X(i, k);
-          const Scalar s = x > 0 ? Scalar(1) : (x < 0 ? Scalar(-1) : Scalar(0));
-          const Scalar dn = dist_.p == 1 ? s : s * std::pow(std::abs(x), p - Scalar(1));
-          dX(i, k) = dXn(i, k) / nrm - scale * dn;
-        }
-      }
+    const Scalar scale = gx / (nrm * nrm) / std::pow(nrm, p - Scalar(1));
+    for (Index k = 0; k < d_; ++k) {
+      const Scalar sg = x[k] > 0 ? Scalar(1) : (x[k] < 0 ? Scalar(-1) : Scalar(0));
+      const Scalar dn = dist_.p == 1 ? sg : sg * std::pow(std::abs(x[k]), p - Scalar(1));
+      const Scalar v = g[k] / nrm - scale * dn;
+      out[k] = coeff == Scalar(1) ? v : coeff * v;
     }
   }
 
+  /// dL/dX from dL/dX̂ through x̂ = x / max(‖x‖_p, eps).
+  void normalize_backward(const Map& X, const VecMap& norms, const Map& dXn, RowMatrixRef<Scalar>& dX) const {
+    for (Index i = 0; i < X.rows(); ++i) normalize_backward_row(&X(i, 0), norms[i], &dXn(i, 0), &dX(i, 0), Scalar(1));
+  }
+
+  /// M = dist(X, Y) for compute(): X against other rows Y.
   void forward() {
+    KSHOT_ASSERT(!self_);
     Map M = ws_.matrix(kM, n_, m_);
     Map Xn = xn();
-    Map Yn = self_ ? xn() : yn();
+    Map Yn = yn();
     if (dist_.kind != DistanceKind::lp) {
-      if (self_) {
-        gram_lower(M, Xn, Scalar(1), [](Index) {});
-        mirror_lower(M);
-      } else {
-        product(M, Xn, Yn.transpose());
-      }
+      product(M, Xn, Yn.transpose());
       if (dist_.power != 1) {
         ws_.matrix(kS, n_, m_) = M;  // S itself, for the backward pass of S^q
         M = M.array().pow(Scalar(dist_.power));
@@ -592,23 +620,191 @@ class LossDistanceMatrix {
     // subtraction (cancellation). Then the distance itself (power 1 and powers other than 2).
     const Scalar tol = Scalar(1e-3);
     const bool root = dist_.power != 2;
-    if (self_) {
-      // Only the strict lower triangle is finished (in the product's row blocks, while they are in cache); the
-      // diagonal is 0 and the upper triangle its mirror image, so M is exactly symmetric.
-      gram_lower(M, Xn, Scalar(-2), [&](Index i) {
-        finish_squared_row(M.row(i).data(), sx[i], sx.data(), i, tol, root,
-                           [&](Index j) { return (Xn.row(i) - Xn.row(j)).squaredNorm(); });
-        M(i, i) = 0;
-      });
-      mirror_lower(M);
-    } else {
-      product(M, Xn, Yn.transpose(), Scalar(-2));
-      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), [&](Index i) {
-        finish_squared_row(M.row(i).data(), sx[i], sy.data(), m_, tol, root,
-                           [&](Index j) { return (Xn.row(i) - Yn.row(j)).squaredNorm(); });
-      });
-    }
+    product(M, Xn, Yn.transpose(), Scalar(-2));
+    parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), [&](Index i) {
+      finish_squared_row(M.row(i).data(), sx[i], sy.data(), m_, tol, root,
+                         [&](Index j) { return (Xn.row(i) - Yn.row(j)).squaredNorm(); });
+    });
     if (dist_.power != 1 && dist_.power != 2) M = M.array().pow(Scalar(dist_.power));
+  }
+
+  /**
+   * M = dist(X, X) for a similarity or the p = 2 distance, in one region of row blocks (owned_region): every
+   * thread first normalises all rows into its own copy (and packs it for the kernel), so that no thread writes
+   * what another reads; then each computes the lower triangle of its row blocks' part of X X^T and finishes those
+   * rows (Gram entries to distances) while they are in cache; after a barrier each fills the upper triangle of its
+   * own rows from the mirror images. The diagonal of a distance is 0, and M is exactly symmetric.
+   */
+  void forward_self() {
+    Map M = ws_.matrix(kM, n_, m_);
+    const bool lp = dist_.kind == DistanceKind::lp;
+    const Scalar tol = Scalar(1e-3);
+    const bool root = dist_.power != 2;
+    const Scalar alpha = lp ? Scalar(-2) : Scalar(1);
+    const Index blocks = (n_ + product_block - 1) / product_block;
+    const int threads = plan_threads(blocks, 0.5 * double(n_) * double(n_) * double(d_));
+    grow_thread_buffers(threads);
+    owned_region(
+        blocks, threads > 1, [&](int t) { prepare_thread(t); },
+        [&](int t, Index b) {
+          const Index r0 = b * product_block, r1 = std::min(n_, r0 + product_block);
+          const Map Xt = thread_x(t);
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+          if constexpr (tiled) {
+            const float* pack = thread_pack(t);
+            for (Index c0 = 0; c0 < r1; c0 += tile_group)
+              tile_rows(pack + c0 * d_, std::min(tile_group, n_ - c0), Xt.data(), d_, d_, r0, r1, alpha, M.data(), n_,
+                        c0);
+          } else
+#endif
+          {
+            M.block(r0, 0, r1 - r0, r1).noalias() = alpha * (Xt.middleRows(r0, r1 - r0) * Xt.topRows(r1).transpose());
+          }
+          if (!lp) return;
+          const VecMap sq = thread_sq(t);
+          for (Index i = r0; i < r1; ++i) {
+            finish_squared_row(&M(i, 0), sq[i], sq.data(), i, tol, root,
+                               [&](Index j) { return (Xt.row(i) - Xt.row(j)).squaredNorm(); });
+            M(i, i) = 0;
+          }
+        },
+        [&](int, Index b) {
+          const Index r1 = std::min(n_, (b + 1) * product_block);
+          for (Index i0 = b * product_block; i0 < r1; i0 += tile) mirror_tile_row(M, i0);
+        });
+    if (!lp && dist_.power != 1) {
+      ws_.matrix(kS, n_, m_) = M;  // S itself, for the backward pass of S^q
+      M = M.array().pow(Scalar(dist_.power));
+    } else if (lp && dist_.power != 1 && dist_.power != 2) {
+      M = M.array().pow(Scalar(dist_.power));
+    }
+  }
+
+  // ---- Per-thread copies of the rows (self path) ------------------------------------------------------------------
+  // Thread t of a region keeps its own normalised rows, their norms, their squared norms and the kernel's packed
+  // operands; thread 0's are the slots kXn, kXnorm, kSqX and kPack, which the single-threaded code uses.
+
+  static constexpr std::size_t kThreadSlots = 64;  // first slot of threads 1, 2, ...
+
+  std::size_t thread_slot(int t, std::size_t which) const {
+    static constexpr std::size_t first[4] = {kXn, kXnorm, kSqX, kPack};
+    return t == 0 ? first[which] : kThreadSlots + 4 * std::size_t(t - 1) + which;
+  }
+  Map thread_x(int t) { return ws_.matrix(thread_slot(t, 0), n_, d_); }
+  VecMap thread_norms(int t) { return ws_.vector(thread_slot(t, 1), n_); }
+  VecMap thread_sq(int t) { return ws_.vector(thread_slot(t, 2), n_); }
+  /// The packed column groups of thread t's rows (the Gram product's operand), then the packed last partial group
+  /// of its columns (the backward product's operand when d is not a multiple of 64).
+  Index pack_size() const {
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+    const Index groups = (n_ + tile_group - 1) / tile_group;
+    return groups * tile_group * d_ + tile_group * n_;
+#else
+    return 0;
+#endif
+  }
+  Scalar* thread_pack(int t) { return ws_.vector(thread_slot(t, 3), pack_size()).data(); }
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+  Scalar* backward_pack(int t) { return thread_pack(t) + (n_ + tile_group - 1) / tile_group * tile_group * d_; }
+#endif
+
+  /// The threads a region over `blocks` row blocks with `work` scalar operations will use.
+  static int plan_threads(Index blocks, double work) { return worth_parallel(blocks, work) ? max_threads() : 1; }
+
+  /// Sizes every per-thread buffer for `threads` threads before a region (the workspace must not grow inside one).
+  void grow_thread_buffers(int threads) {
+    if (ready_.size() < std::size_t(threads)) ready_.resize(std::size_t(threads), char(0));
+    for (int t = 0; t < threads; ++t) {
+      thread_x(t);
+      thread_norms(t);
+      thread_sq(t);
+      thread_pack(t);
+    }
+  }
+
+  /// Row i of the caller's X (row order_[i] when the rows are permuted).
+  const Scalar* source_row(Index i) const { return src_ + (order_ == nullptr ? i : order_[i]) * src_stride_; }
+
+  /// Thread t's copy: the normalised rows, their norms, the squared norms of the normalised rows (p = 2), and on
+  /// the kernel's path its packed column groups. Every thread computes the same bits.
+  void prepare_thread(int t) {
+    ready_[std::size_t(t)] = 1;
+    Map Xt = thread_x(t);
+    VecMap norms = thread_norms(t);
+    const Scalar floor = Scalar(1e-12);
+    using RowMap = Eigen::Map<const Eigen::Matrix<Scalar, 1, Eigen::Dynamic>>;
+    for (Index i = 0; i < n_; ++i) {
+      const RowMap x(source_row(i), d_);
+      if (!dist_.normalizes()) {
+        Xt.row(i) = x;
+        norms[i] = Scalar(1);
+        continue;
+      }
+      const Scalar nrm = dist_.p == 2 ? x.norm() : norm_of(x.data());
+      norms[i] = nrm;
+      Xt.row(i) = x / std::max(nrm, floor);
+    }
+    if (dist_.kind == DistanceKind::lp && dist_.p == 2) {
+      VecMap sq = thread_sq(t);
+      for (Index i = 0; i < n_; ++i) sq[i] = Xt.row(i).squaredNorm();
+    }
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+    if constexpr (tiled) {
+      if (dist_.kind == DistanceKind::lp && dist_.p != 2) return;
+      float* pack = thread_pack(t);
+      for (Index c0 = 0; c0 < n_; c0 += tile_group)
+        pack_query_group(Xt.row(c0).data(), d_, std::min(tile_group, n_ - c0), d_, pack + c0 * d_);
+    }
+#endif
+  }
+
+  /// Rows [r0, r1) of dst = lhs * rhs (lhs square, n x n; rhs thread t's n x d rows): register-tile kernel (full
+  /// groups of 64 output columns read in place, a partial last group from backward_pack(t)) or one Eigen product.
+  void block_product(Map& dst, const Map& lhs, const Map& rhs, Index r0, Index r1, int t) {
+#if KSHOT_LOSSES_HAS_TILE_PRODUCT
+    if constexpr (tiled) {
+      const Index K = lhs.cols(), cols = dst.cols();
+      for (Index c0 = 0; c0 < cols; c0 += tile_group) {
+        if (c0 + tile_group <= cols)
+          tile_rows(rhs.data() + c0, tile_group, lhs.data(), K, K, r0, r1, 1.0f, dst.data(), cols, c0, cols);
+        else
+          tile_rows(backward_pack(t), cols - c0, lhs.data(), K, K, r0, r1, 1.0f, dst.data(), cols, c0);
+      }
+      return;
+    }
+#endif
+    (void)t;
+    dst.middleRows(r0, r1 - r0).noalias() = lhs.middleRows(r0, r1 - r0) * rhs;
+  }
+
+  /**
+   * Rows [r0, r1) of s = a + a^T (a square), by 16 x 16 tiles: tile (I, J) of s from tiles (I, J) and (J, I) of
+   * a. With `e` (a symmetric matrix of distances E), every sum t is also turned into t / (2E), and 0 where E = 0
+   * (halve_over). Each entry is the same rounded sum as its mirror image, so s is exactly symmetric.
+   */
+  static void symmetrize_block(const Map& a, Map& s, const Map* e, Index r0, Index r1) {
+    const Index n = a.rows();
+    Tile x, y;
+    for (Index i0 = r0; i0 < r1; i0 += tile) {
+      const Index ri = std::min(tile, r1 - i0);
+      for (Index j0 = 0; j0 < n; j0 += tile) {
+        const Index rj = std::min(tile, n - j0);
+        if (ri == tile && rj == tile) {
+          x = a.block(i0, j0, tile, tile);
+          y = a.block(j0, i0, tile, tile);
+          x += y.transpose();
+          if (e != nullptr)
+            for (Index r = 0; r < tile; ++r) halve_over(&x(r, 0), &(*e)(i0 + r, j0), tile);
+          s.block(i0, j0, tile, tile) = x;
+        } else {
+          for (Index r = 0; r < ri; ++r)
+            for (Index c = 0; c < rj; ++c) {
+              const Scalar v = a(i0 + r, j0 + c) + a(j0 + c, i0 + r);
+              s(i0 + r, j0 + c) = e == nullptr ? v : halve(v, (*e)(i0 + r, j0 + c));
+            }
+        }
+      }
+    }
   }
 
   void lp_direct_forward(const Map& Xn, const Map& Yn, Map& M) {
@@ -644,8 +840,8 @@ class LossDistanceMatrix {
     if (sq && dist_.power == 2) return;  // M = E² itself: G is already dL/d(E²)
     if (sq && dist_.power == 1) {
       // M = E: dL/d(E²) = G / (2E), and 0 at E = 0 (torch.cdist's convention). Whole rows, vectorised.
-      parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4),
-                   [&](Index i) { halve_over(G.row(i).data(), M.row(i).data(), m_); });
+      for_owned_rows(n_, worth_parallel(n_, double(n_) * double(m_) * 4),
+                     [&](Index i) { halve_over(G.row(i).data(), M.row(i).data(), m_); });
       return;
     }
     auto row = [&](Index i) {
@@ -663,7 +859,7 @@ class LossDistanceMatrix {
         G(i, j) = sq ? g / (Scalar(2) * e) : g;  // dE/d(E²) = 1 / (2E)
       }
     };
-    parallel_for(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
+    for_owned_rows(n_, worth_parallel(n_, double(n_) * double(m_) * 4), row);
   }
 
   /// dXn (and dYn) for a general-p Lp distance from A = dL/dE.
@@ -709,6 +905,11 @@ class LossDistanceMatrix {
   LossDistance dist_;
   Index n_ = 0, m_ = 0, d_ = 0;
   bool self_ = true;
+  // The self path's input (compute_self): the caller's rows, their stride and the optional row order.
+  const Scalar* src_ = nullptr;
+  Index src_stride_ = 0;
+  const Index* order_ = nullptr;
+  std::vector<char> ready_;  // ready_[t]: thread t's copy is that of the last compute_self
 };
 
 }  // namespace detail

@@ -192,11 +192,10 @@ template <class Scalar>
 class LabelOrder {
  public:
   /// Pre-sizes the buffers for n rows of dimension d.
-  void reserve(Index n, Index d) {
+  void reserve(Index n, Index /*d*/) {
     keys_.reserve(static_cast<std::size_t>(n));
     block_.reserve(static_cast<std::size_t>(n));
-    rows_.resize(n, d);
-    back_.resize(n, d);
+    original_.reserve(static_cast<std::size_t>(n));
   }
 
   /// Sorts the rows by label and finds each row's class block.
@@ -206,6 +205,8 @@ class LabelOrder {
     keys_.resize(un);
     for (Index i = 0; i < n_; ++i) keys_[static_cast<std::size_t>(i)] = {labels[i], i};
     std::sort(keys_.begin(), keys_.end());
+    original_.resize(un);
+    for (std::size_t r = 0; r < un; ++r) original_[r] = keys_[r].second;
     identity_ = true;
     for (Index r = 0; r < n_; ++r) identity_ = identity_ && keys_[static_cast<std::size_t>(r)].second == r;
     block_.resize(un);
@@ -226,7 +227,7 @@ class LabelOrder {
   /// True when two rows have different labels.
   bool any_negative() const noexcept { return any_neg_; }
   /// The caller's row at sorted position r.
-  Index original(Index r) const noexcept { return keys_[static_cast<std::size_t>(r)].second; }
+  Index original(Index r) const noexcept { return original_[static_cast<std::size_t>(r)]; }
 
   /// Positives of sorted row r: its class block without r.
   Runs positives(Index r) const noexcept {
@@ -241,13 +242,8 @@ class LabelOrder {
   /// Every column but r.
   Runs others(Index r) const noexcept { return Runs::of(0, r, r + 1, n_); }
 
-  /// The embeddings in label order (`emb` itself when already sorted).
-  ConstRowMatrixRef<Scalar> sorted(const ConstRowMatrixRef<Scalar>& emb) {
-    if (identity_) return emb;
-    rows_.resize(n_, emb.cols());
-    for (Index r = 0; r < n_; ++r) rows_.row(r) = emb.row(original(r));
-    return ConstRowMatrixRef<Scalar>(rows_);
-  }
+  /// The caller's rows in label order, for LossDistanceMatrix::compute_self (null when already sorted).
+  const Index* order() const noexcept { return identity_ ? nullptr : original_.data(); }
 
   /**
    * @brief dL/d(emb) = coeff · backward(dL/dM) with rows back in the caller's order (the backward pass is
@@ -259,22 +255,15 @@ class LabelOrder {
       grad.setZero();
       return;
     }
-    if (identity_) {
-      dist.backward_self(grad);
-      if (coeff != Scalar(1)) grad *= coeff;
-      return;
-    }
-    back_.resize(n_, grad.cols());
-    dist.backward_self(RowMatrixRef<Scalar>(back_));
-    for (Index r = 0; r < n_; ++r) grad.row(original(r)) = coeff * back_.row(r);
+    dist.backward_self(grad, /*symmetric=*/false, identity_ ? nullptr : original_.data(), coeff);
   }
 
  private:
   Index n_ = 0;
   bool identity_ = true, any_pos_ = false, any_neg_ = false;
   std::vector<std::pair<Label, Index>> keys_;
+  std::vector<Index> original_;  // keys_[r].second, contiguous (backward_self's row map)
   std::vector<std::pair<Index, Index>> block_;
-  RowMatrixX<Scalar> rows_, back_;
 };
 
 /**
@@ -389,7 +378,7 @@ PartTotals<Scalar> for_each_row(Index n, double work, std::vector<RowOutcome<Sca
     body(i, o);
     out[static_cast<std::size_t>(i)] = o;
   };
-  parallel_for(n, worth_parallel(n, work), row);
+  for_owned_rows(n, worth_parallel(n, work), row);
   PartTotals<Scalar> total;
   for (Index i = 0; i < n; ++i) {
     const RowOutcome<Scalar>& o = out[static_cast<std::size_t>(i)];
@@ -411,8 +400,7 @@ void finish_gradient(DistanceMatrix& dist, RowMatrixRef<Scalar>& grad, Scalar co
     grad.setZero();
     return;
   }
-  dist.backward_self(grad);
-  if (coeff != Scalar(1)) grad *= coeff;
+  dist.backward_self(grad, /*symmetric=*/false, nullptr, coeff);
 }
 
 }  // namespace pair_rows

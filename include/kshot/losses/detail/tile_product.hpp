@@ -42,12 +42,13 @@ inline void pack_columns(const float* src, Index stride, Index K, Index c0, Inde
 }
 
 /**
- * @brief dst(i, c0 + l) = alpha * sum_k rows(i, k) * pack[k * tile_group + l] for rows i in [i0, i1) and lanes
- * l < count: one packed group of output columns against rows of the left operand (row stride `rows_stride`,
- * K values each). Lanes past `count` are not written.
+ * @brief dst(i, c0 + l) = alpha * sum_k rows(i, k) * pack[k * pack_stride + l] for rows i in [i0, i1) and lanes
+ * l < count: one group of output columns against rows of the left operand (row stride `rows_stride`, K values
+ * each). The group is packed (pack_stride = tile_group) or, for a full group, read in place from a row-major
+ * K x ? matrix (pack_stride its row stride). Lanes past `count` are not written.
  */
 inline void tile_rows(const float* pack, Index count, const float* rows, Index rows_stride, Index K, Index i0, Index i1,
-                      float alpha, float* dst, Index dst_stride, Index c0) noexcept {
+                      float alpha, float* dst, Index dst_stride, Index c0, Index pack_stride = tile_group) noexcept {
   __mmask16 mask[kernel_vectors];
   for (int v = 0; v < kernel_vectors; ++v) {
     const Index live = std::clamp<Index>(count - 16 * v, 0, 16);
@@ -66,13 +67,13 @@ inline void tile_rows(const float* pack, Index count, const float* rows, Index r
   Index i = i0;
   for (; i + kernel_items <= i1; i += kernel_items) {
     __m512 acc[kernel_vectors][kernel_items];
-    kernel_tile<kernel_items>(pack, rows + i * rows_stride, rows_stride, K, acc);
+    kernel_tile<kernel_items>(pack, rows + i * rows_stride, rows_stride, K, acc, pack_stride);
     for (int r = 0; r < kernel_items; ++r)
       for (int v = 0; v < kernel_vectors; ++v) store(i + r, acc[v][r], v);
   }
   for (; i < i1; ++i) {
     __m512 acc[kernel_vectors][1];
-    kernel_tile<1>(pack, rows + i * rows_stride, rows_stride, K, acc);
+    kernel_tile<1>(pack, rows + i * rows_stride, rows_stride, K, acc, pack_stride);
     for (int v = 0; v < kernel_vectors; ++v) store(i, acc[v][0], v);
   }
 }

@@ -62,16 +62,17 @@ inline void pack_query_group(const float* q, Index stride, Index count, Index d,
 
 /**
  * @brief acc[v][i] = inner products of the packed queries of lanes 16 v .. 16 v + 15 with item row
- * x + i * stride, for i < NI: one FMA chain over k = 0 .. d - 1 per lane.
+ * x + i * stride, for i < NI: one FMA chain over k = 0 .. d - 1 per lane. The queries' values for k start at
+ * qpack + k * qstride (kernel_group when packed; any stride when the kernel_group lanes already lie side by side).
  */
 template <int NI>
-inline void kernel_tile(const float* qpack, const float* x, Index stride, Index d,
-                        __m512 (&acc)[kernel_vectors][NI]) noexcept {
+inline void kernel_tile(const float* qpack, const float* x, Index stride, Index d, __m512 (&acc)[kernel_vectors][NI],
+                        Index qstride = kernel_group) noexcept {
   for (int v = 0; v < kernel_vectors; ++v)
     for (int i = 0; i < NI; ++i) acc[v][i] = _mm512_setzero_ps();
   for (Index k = 0; k < d; ++k) {
     __m512 q[kernel_vectors];
-    for (int v = 0; v < kernel_vectors; ++v) q[v] = _mm512_loadu_ps(qpack + k * kernel_group + 16 * v);
+    for (int v = 0; v < kernel_vectors; ++v) q[v] = _mm512_loadu_ps(qpack + k * qstride + 16 * v);
     for (int i = 0; i < NI; ++i) {
       const __m512 xv = _mm512_set1_ps(x[i * stride + k]);
       for (int v = 0; v < kernel_vectors; ++v) acc[v][i] = _mm512_fmadd_ps(q[v], xv, acc[v][i]);
