@@ -116,7 +116,57 @@ void check_backward_self(Index n, Index d, S tol) {
   CHECK(dx.allFinite());
 }
 
+/// backward for M = dist(X, Y) against the chain rule written out: Euclidean, dL/dx_i = sum_j A_ij (x_i - y_j) /
+/// E_ij and dL/dy_j = -sum_i A_ij (x_i - y_j) / E_ij (0 at distance 0); dot products, dX = A Y and dY = A^T X (the
+/// kernel's products with rhs read in place, a partial group packed, and the transposed left operand).
+template <class S>
+void check_backward_cross(Index n, Index m_rows, Index d, bool dot, S tol) {
+  CAPTURE(n);
+  CAPTURE(m_rows);
+  CAPTURE(d);
+  CAPTURE(dot);
+  Mat<S> x = rows_with_duplicates<S>(n, d, 61);
+  Mat<S> y(m_rows, d);
+  kshot::RandomStream rng(67);
+  rng.fill_normal(y);
+  y.row(m_rows - 1) = x.row(0);  // a pair at distance 0
+  Mat<S> a(n, m_rows);
+  rng.fill_normal(a);
+  kshot::detail::LossDistanceMatrix<S> dm;
+  LossStats stats;
+  dm.compute(dot ? LossDistance::dot_product(false) : LossDistance::lp(1, /*normalize=*/false), x, y, stats);
+  dm.grad(false) = a;
+  Mat<S> dx(n, d), dy(m_rows, d);
+  dm.backward(dx, dy);
+  Mat<S> wx = Mat<S>::Zero(n, d), wy = Mat<S>::Zero(m_rows, d);
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < m_rows; ++j) {
+      if (dot) {
+        wx.row(i) += a(i, j) * y.row(j);
+        wy.row(j) += a(i, j) * x.row(i);
+        continue;
+      }
+      const S e = direct_distance(x, i, y, j);
+      if (e == S(0)) continue;
+      wx.row(i) += (a(i, j) / e) * (x.row(i) - y.row(j));
+      wy.row(j) -= (a(i, j) / e) * (x.row(i) - y.row(j));
+    }
+  CHECK((dx - wx).norm() <= tol * (S(1) + wx.norm()));
+  CHECK((dy - wy).norm() <= tol * (S(1) + wy.norm()));
+  CHECK(wy.norm() > 0);
+}
+
 }  // namespace
+
+TEST_CASE("LossDistanceMatrix: the backward pass between two sets equals the chain rule, for both operands") {
+  // d = 70: one group of 64 output columns read in place and a partial one; 200 rows against 90: partial row
+  // blocks and tiles.
+  for (bool dot : {false, true}) {
+    check_backward_cross<double>(200, 90, 70, dot, 1e-12);
+    check_backward_cross<float>(200, 90, 70, dot, 2e-5f);
+    check_backward_cross<float>(19, 7, 128, dot, 2e-5f);
+  }
+}
 
 TEST_CASE("LossDistanceMatrix: Euclidean distances of a batch match direct subtraction, symmetric, zero diagonal") {
   for (Index n : {6, 17, 37, 70}) {

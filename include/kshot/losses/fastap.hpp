@@ -437,7 +437,7 @@ class FastAPLoss {
     stats_ = LossStats{};
     const Index n = emb.rows();
     const auto un = static_cast<std::size_t>(n);
-    if (grad != nullptr) grad->setZero();
+    const detail::ZeroGradientUnlessWritten<Scalar, detail::LossDistanceMatrix<Scalar>> zero_unless_written(grad, dist_);
 
     // Rows by (label, row): the positives of row i are the other rows of its group [start, end).
     order_.clear();

@@ -173,7 +173,7 @@ class LiftedStructureLoss {
     if (grad != nullptr) detail::check_grad(*grad, emb.rows(), emb.cols(), where, "grad");
     stats_ = LossStats{};
     const Index n = emb.rows();
-    if (grad != nullptr) grad->setZero();
+    const detail::ZeroGradientUnlessWritten<Scalar, detail::LossDistanceMatrix<Scalar>> zero_unless_written(grad, dist_);
 
     groups_.build(labels);
     if (detail::lifted_tuple_is_trivial(mined, groups_)) return Scalar(0);
@@ -515,7 +515,7 @@ class GeneralizedLiftedStructureLoss {
     stats_ = LossStats{};
     const Index n = emb.rows();
     const auto un = static_cast<std::size_t>(n);
-    if (grad != nullptr) grad->setZero();
+    const detail::ZeroGradientUnlessWritten<Scalar, detail::LossDistanceMatrix<Scalar>> zero_unless_written(grad, dist_);
 
     groups_.build(labels);
     if (detail::lifted_tuple_is_trivial(mined, groups_)) return Scalar(0);

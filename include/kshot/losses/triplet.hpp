@@ -318,7 +318,7 @@ class TripletMarginLoss {
         triplets_per_anchor >= 0, kWhere,
         detail::cat("triplets_per_anchor is ", triplets_per_anchor, " but must be >= 0 (0 means every triplet)"));
     stats_ = LossStats{};
-    if (grad != nullptr) grad->setZero();
+    const detail::ZeroGradientUnlessWritten<Scalar, detail::LossDistanceMatrix<Scalar>> zero_unless_written(grad, dist_);
     use_order_ = false;
     if (mined.none() && triplets_per_anchor == 0) {
       if (!swap && !smooth_loss) {
@@ -357,7 +357,7 @@ class TripletMarginLoss {
     check_common(emb, labels, grad, kWhereStreaming);
     stats_ = LossStats{};
     use_order_ = false;
-    if (grad != nullptr) grad->setZero();
+    const detail::ZeroGradientUnlessWritten<Scalar, detail::LossDistanceMatrix<Scalar>> zero_unless_written(grad, dist_);
     selector.prepare(emb, labels);
     dist_.compute_self(distance, emb, stats_);
     const Selector& keeper = selector;

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -128,6 +129,7 @@ class LossDistanceMatrix {
   void backward_self(RowMatrixRef<Scalar> dX, bool symmetric = false, const Index* rows = nullptr,
                      Scalar coeff = Scalar(1)) {
     KSHOT_ASSERT(self_);
+    ++backward_passes_;
     Map dXn = ws_.matrix(kDX, n_, d_);
     Map A = ws_.matrix(kG, n_, m_);
     Map M = ws_.matrix(kM, n_, m_);
@@ -200,6 +202,7 @@ class LossDistanceMatrix {
   /// dY to skip it.
   void backward(RowMatrixRef<Scalar> dX, RowMatrixRef<Scalar> dY) {
     KSHOT_ASSERT(!self_);
+    ++backward_passes_;
     Map dXn = ws_.matrix(kDX, n_, d_);
     Map dYn = ws_.matrix(kDY, m_, d_);
     to_distance_grad();
@@ -308,8 +311,13 @@ class LossDistanceMatrix {
 
   /// dL/dX from the gradients entry_backward() accumulated.
   void sparse_backward(RowMatrixRef<Scalar> dX) {
+    ++backward_passes_;
     normalize_backward(ws_.matrix(kX, n_, d_), xnorm(), ws_.matrix(kDX, n_, d_), dX);
   }
+
+  /// How many backward passes (backward_self, backward, sparse_backward) have run: each writes every row of its
+  /// result.
+  std::uint64_t backward_passes() const noexcept { return backward_passes_; }
 
   /// Pre-sizes the buffers for an n x m matrix over d columns.
   void reserve(Index n, Index m, Index d) {
@@ -331,8 +339,10 @@ class LossDistanceMatrix {
   static constexpr bool tiled = KSHOT_LOSSES_HAS_TILE_PRODUCT && std::is_same_v<Scalar, float>;
 
   /**
-   * dst = alpha * lhs * rhs. With the register-tile kernel (float, AVX-512) for lhs * rhs and lhs * rhs^T of
-   * plain matrices: each entry one FMA chain. Otherwise Eigen, in blocks of 64 rows of dst, each a
+   * dst = alpha * lhs * rhs. With the register-tile kernel (float, AVX-512) for lhs * rhs, lhs * rhs^T and
+   * lhs^T * rhs of plain matrices: each entry one FMA chain. The output columns are rhs^T's rows packed k-major, or
+   * rhs's columns, read in place in full groups of 64 (a partial last group packed); the left operand's rows are
+   * lhs's rows, or the columns of the matrix lhs transposes. Otherwise Eigen, in blocks of 64 rows of dst, each a
    * single-threaded Eigen product inside parallel_for: Eigen's own multi-threaded GEMM blocks the inner dimension
    * differently from its single-threaded one (past 320), which changes the rounding; fixed row blocks give the
    * same bits for any number of threads.
@@ -340,26 +350,42 @@ class LossDistanceMatrix {
   template <class Dst, class Lhs, class Rhs>
   void product(Dst& dst, const Lhs& lhs, const Rhs& rhs, Scalar alpha = Scalar(1)) {
 #if KSHOT_LOSSES_HAS_TILE_PRODUCT
-    if constexpr (tiled && std::is_same_v<Dst, Map> && std::is_same_v<Lhs, Map> &&
-                  (std::is_same_v<Rhs, Map> || std::is_same_v<Rhs, Eigen::Transpose<Map>>)) {
-      constexpr bool nt = std::is_same_v<Rhs, Eigen::Transpose<Map>>;  // rhs^T's rows are the output columns
+    using Tr = Eigen::Transpose<Map>;
+    constexpr bool lhs_t = std::is_same_v<Lhs, Tr>, rhs_t = std::is_same_v<Rhs, Tr>;
+    constexpr bool lhs_ok = std::is_same_v<Lhs, Map> || lhs_t, rhs_ok = std::is_same_v<Rhs, Map> || rhs_t;
+    if constexpr (tiled && std::is_same_v<Dst, Map> && lhs_ok && rhs_ok && !(lhs_t && rhs_t)) {
       const Index rows = dst.rows(), cols = dst.cols(), K = lhs.cols();
       const Index groups = (cols + tile_group - 1) / tile_group;
-      float* pack = ws_.vector(kPack, groups * tile_group * K).data();
-      for (Index g = 0; g < groups; ++g) {
+      const Index full = rhs_t ? 0 : cols / tile_group;  // groups read in place
+      float* pack = ws_.vector(kPack, (groups - full) * tile_group * K).data();
+      for (Index g = full; g < groups; ++g) {
         const Index c0 = g * tile_group, count = std::min(tile_group, cols - c0);
-        if constexpr (nt)
-          pack_query_group(rhs.nestedExpression().row(c0).data(), K, count, K, pack + g * tile_group * K);
+        float* to = pack + (g - full) * tile_group * K;
+        if constexpr (rhs_t)
+          pack_query_group(rhs.nestedExpression().row(c0).data(), K, count, K, to);
         else
-          pack_columns(rhs.data(), cols, K, c0, count, pack + g * tile_group * K);
+          pack_columns(rhs.data(), cols, K, c0, count, to);
+      }
+      const float* in_place = nullptr;
+      if constexpr (!rhs_t) in_place = rhs.data();
+      const float* left = nullptr;
+      Index istride = K, kstride = 1;
+      if constexpr (lhs_t) {
+        left = lhs.nestedExpression().data();
+        istride = 1;
+        kstride = lhs.nestedExpression().cols();
+      } else {
+        left = lhs.data();
       }
       const Index blocks = (rows + product_block - 1) / product_block;
       const double work = double(rows) * double(cols) * double(K);
       parallel_for(groups * blocks, worth_parallel(groups * blocks, work), [&](Index t) {
         const Index b = t / groups, g = t % groups;  // a thread takes whole row blocks: it reads only their lhs rows
         const Index c0 = g * tile_group, r0 = b * product_block;
-        tile_rows(pack + g * tile_group * K, std::min(tile_group, cols - c0), lhs.data(), K, K, r0,
-                  std::min(rows, r0 + product_block), alpha, dst.data(), cols, c0);
+        const bool here = g < full;
+        tile_rows(here ? in_place + c0 : pack + (g - full) * tile_group * K, std::min(tile_group, cols - c0), left,
+                  istride, K, r0, std::min(rows, r0 + product_block), alpha, dst.data(), cols, c0,
+                  here ? cols : tile_group, kstride);
       });
       return;
     }
@@ -909,7 +935,31 @@ class LossDistanceMatrix {
   const Scalar* src_ = nullptr;
   Index src_stride_ = 0;
   const Index* order_ = nullptr;
-  std::vector<char> ready_;  // ready_[t]: thread t's copy is that of the last compute_self
+  std::vector<char> ready_;
+  std::uint64_t backward_passes_ = 0;  // ready_[t]: thread t's copy is that of the last compute_self
+};
+
+/**
+ * @brief Zeroes a loss's gradient when the scope ends, unless the distance matrix's backward pass (which writes
+ * every row of it) ran in between: for losses whose gradient comes only from that pass, so that they zero it only
+ * on the paths that end early instead of first on every call (on two far-apart cores, the zeroing thread then
+ * takes the lines the backward pass's threads write).
+ */
+template <class Scalar, class DistanceMatrix>
+class ZeroGradientUnlessWritten {
+ public:
+  ZeroGradientUnlessWritten(RowMatrixRef<Scalar>* grad, const DistanceMatrix& dist) noexcept
+      : grad_(grad), dist_(dist), before_(dist.backward_passes()) {}
+  ~ZeroGradientUnlessWritten() {
+    if (grad_ != nullptr && dist_.backward_passes() == before_) grad_->setZero();
+  }
+  ZeroGradientUnlessWritten(const ZeroGradientUnlessWritten&) = delete;
+  ZeroGradientUnlessWritten& operator=(const ZeroGradientUnlessWritten&) = delete;
+
+ private:
+  RowMatrixRef<Scalar>* grad_;
+  const DistanceMatrix& dist_;
+  std::uint64_t before_;
 };
 
 }  // namespace detail

@@ -16,6 +16,9 @@
 #include "kshot/core/types.hpp"
 #include "kshot/retrieval/detail/ip_kernel.hpp"
 
+#include <algorithm>
+#include <type_traits>
+
 /// 1 where the float products of the losses run on the register-tile kernel (AVX-512 builds), else 0 (Eigen).
 #define KSHOT_LOSSES_HAS_TILE_PRODUCT KSHOT_RETRIEVAL_HAS_KERNEL
 
@@ -45,10 +48,13 @@ inline void pack_columns(const float* src, Index stride, Index K, Index c0, Inde
  * @brief dst(i, c0 + l) = alpha * sum_k rows(i, k) * pack[k * pack_stride + l] for rows i in [i0, i1) and lanes
  * l < count: one group of output columns against rows of the left operand (row stride `rows_stride`, K values
  * each). The group is packed (pack_stride = tile_group) or, for a full group, read in place from a row-major
- * K x ? matrix (pack_stride its row stride). Lanes past `count` are not written.
+ * K x ? matrix (pack_stride its row stride). With rows_kstride != 1 the left operand's row i is the column
+ * rows + i (rows_stride 1) of a row-major K x ? matrix of row stride rows_kstride: dst = alpha * L^T * R.
+ * Lanes past `count` are not written.
  */
 inline void tile_rows(const float* pack, Index count, const float* rows, Index rows_stride, Index K, Index i0, Index i1,
-                      float alpha, float* dst, Index dst_stride, Index c0, Index pack_stride = tile_group) noexcept {
+                      float alpha, float* dst, Index dst_stride, Index c0, Index pack_stride = tile_group,
+                      Index rows_kstride = 1) noexcept {
   __mmask16 mask[kernel_vectors];
   for (int v = 0; v < kernel_vectors; ++v) {
     const Index live = std::clamp<Index>(count - 16 * v, 0, 16);
@@ -64,17 +70,36 @@ inline void tile_rows(const float* pack, Index count, const float* rows, Index r
     else if (mask[v] != 0)
       _mm512_mask_storeu_ps(p, mask[v], out);
   };
-  Index i = i0;
-  for (; i + kernel_items <= i1; i += kernel_items) {
-    __m512 acc[kernel_vectors][kernel_items];
-    kernel_tile<kernel_items>(pack, rows + i * rows_stride, rows_stride, K, acc, pack_stride);
-    for (int r = 0; r < kernel_items; ++r)
+  auto tile = [&](Index i, auto items) {
+    constexpr int NI = decltype(items)::value;
+    __m512 acc[kernel_vectors][NI];
+    kernel_tile<NI>(pack, rows + i * rows_stride, rows_stride, K, acc, pack_stride, rows_kstride);
+    for (int r = 0; r < NI; ++r)
       for (int v = 0; v < kernel_vectors; ++v) store(i + r, acc[v][r], v);
-  }
-  for (; i < i1; ++i) {
-    __m512 acc[kernel_vectors][1];
-    kernel_tile<1>(pack, rows + i * rows_stride, rows_stride, K, acc, pack_stride);
-    for (int v = 0; v < kernel_vectors; ++v) store(i, acc[v][0], v);
+  };
+  Index i = i0;
+  for (; i + kernel_items <= i1; i += kernel_items) tile(i, std::integral_constant<int, kernel_items>{});
+  // The last rows in one narrower tile (one pass over the packed group instead of one per row: the single-row
+  // kernel is load-bound).
+  static_assert(kernel_items == 6);
+  switch (i1 - i) {
+    case 5:
+      tile(i, std::integral_constant<int, 5>{});
+      break;
+    case 4:
+      tile(i, std::integral_constant<int, 4>{});
+      break;
+    case 3:
+      tile(i, std::integral_constant<int, 3>{});
+      break;
+    case 2:
+      tile(i, std::integral_constant<int, 2>{});
+      break;
+    case 1:
+      tile(i, std::integral_constant<int, 1>{});
+      break;
+    default:
+      break;
   }
 }
 
