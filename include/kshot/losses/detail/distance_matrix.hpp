@@ -139,11 +139,16 @@ class LossDistanceMatrix {
     const bool lp = dist_.kind == DistanceKind::lp;
     if (lp && dist_.p != 2) {
       to_distance_grad();
-      if (symmetric)
-        A *= Scalar(2);
-      else
-        symmetrize_in_place(A);
-      lp_direct_backward(xn(), xn(), A, dXn, nullptr);
+      Map S = ws_.matrix(kT, n_, n_);
+      if (symmetric) {
+        S = Scalar(2) * A;
+      } else {
+        const Index blocks = (n_ + product_block - 1) / product_block;
+        for_owned_blocks(blocks, worth_parallel(blocks, double(n_) * double(n_)), [&](Index b) {
+          symmetrize_block(A, S, nullptr, b * product_block, std::min(n_, (b + 1) * product_block));
+        });
+      }
+      lp_direct_backward(xn(), xn(), S, dXn, nullptr);
       const VecMap norms = xnorm();
       for (Index i = 0; i < n_; ++i) out(i, &dXn(i, 0), norms[i]);
       return;
@@ -459,49 +464,6 @@ class LossDistanceMatrix {
   /// reads at a 4 KB stride thrash the L1 cache; 32 and 64 were slower again.
   static constexpr Index tile = 16;
   using Tile = Eigen::Matrix<Scalar, tile, tile, Eigen::RowMajor>;
-
-  /// a = a + a^T in place for a square a, by pairs of tiles (i0, j0) and (j0, i0) with i0 <= j0: each
-  /// tile is read once and written once.
-  /// With `e` (a symmetric matrix of distances E), every sum t is also turned into t / (2E), and 0 where E = 0
-  /// (halve_over), in the same pass.
-  static void symmetrize_in_place(Map& a, const Map* e = nullptr) {
-    const Index n = a.rows();
-    const Index tiles = (n + tile - 1) / tile;
-    auto finish = [e](Scalar v, Index r, Index c) { return e == nullptr ? v : halve(v, (*e)(r, c)); };
-    parallel_for(
-        tiles, worth_parallel(tiles, double(n) * double(n)),
-        [&](Index ti) {
-          const Index i0 = ti * tile, ri = std::min(tile, n - i0);
-          Tile x, y;
-          // The diagonal tile.
-          for (Index r = 0; r < ri; ++r)
-            for (Index c = r; c < ri; ++c) {
-              const Scalar v = finish(a(i0 + r, i0 + c) + a(i0 + c, i0 + r), i0 + r, i0 + c);
-              a(i0 + r, i0 + c) = v;
-              a(i0 + c, i0 + r) = v;
-            }
-          for (Index j0 = i0 + tile; j0 < n; j0 += tile) {
-            const Index rj = std::min(tile, n - j0);
-            if (ri == tile && rj == tile) {
-              x = a.block(i0, j0, tile, tile);
-              y = a.block(j0, i0, tile, tile);
-              x += y.transpose();
-              if (e != nullptr)
-                for (Index r = 0; r < tile; ++r) halve_over(&x(r, 0), &(*e)(i0 + r, j0), tile);
-              a.block(i0, j0, tile, tile) = x;
-              a.block(j0, i0, tile, tile) = x.transpose();
-            } else {
-              for (Index r = 0; r < ri; ++r)
-                for (Index c = 0; c < rj; ++c) {
-                  const Scalar v = finish(a(i0 + r, j0 + c) + a(j0 + c, i0 + r), i0 + r, j0 + c);
-                  a(i0 + r, j0 + c) = v;
-                  a(j0 + c, i0 + r) = v;
-                }
-            }
-          }
-        },
-        /*dynamic=*/true);
-  }
 
   /// Fills the strict upper triangle of rows [i0, i0 + 16) of a square m from the mirror images of the strict lower
   /// triangle, tile by tile (the tiles right of the diagonal one read rows below i0 + 16).
