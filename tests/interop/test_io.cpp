@@ -535,3 +535,23 @@ TEST_CASE("interop.io: bad CSV throws with the line and the column") {
   KSHOT_CHECK_THROWS_WITH_ALL(kshot::load_csv_matrix<float>(path, ',', -1), std::invalid_argument,
                               "skip_rows must be >= 0, got -1");
 }
+
+// Found by fuzz/fuzz_npy.cpp: extents whose product overflows Index before a later extent of 0 made
+// NpyHeader::size() overflow a signed integer (undefined behaviour, reported by the sanitized test build).
+TEST_CASE("interop.io: an empty .npy array with huge other extents has size 0 without overflow") {
+  TempDir dir;
+  const std::string path = dir.file("huge_empty.npy");
+  write_file(path, npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 2, 0), }", ""));
+  const kshot::NpyHeader header = kshot::read_npy_header(path);
+  REQUIRE(header.shape.size() == 3);
+  CHECK(header.shape[0] == Index{1} << 62);
+  CHECK(header.shape[1] == 2);
+  CHECK(header.shape[2] == 0);
+  CHECK(header.size() == 0);
+  CHECK(header.data_bytes == 0);
+  write_file(path, npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (0, 9223372036854775807), }", ""));
+  const kshot::RowMatrixX<double> m = kshot::load_npy_matrix<double>(path);
+  CHECK(m.rows() == 0);
+  CHECK(m.cols() == Index{9223372036854775807});
+  CHECK(kshot::read_npy_header(path).size() == 0);
+}

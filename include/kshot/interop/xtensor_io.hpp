@@ -108,8 +108,11 @@ struct NpyHeader {
   /// The number of data bytes: product(shape) * item_size.
   std::size_t data_bytes = 0;
 
-  /// The number of elements: the product of `shape` (1 for a 0-d array).
+  /// The number of elements: the product of `shape` (1 for a 0-d array, 0 when an extent is 0). A header that
+  /// read_npy_header() returned never overflows here: an extent of 0 makes the other extents unbounded, so it
+  /// answers 0 before multiplying them.
   Index size() const noexcept {
+    if (std::find(shape.begin(), shape.end(), Index{0}) != shape.end()) return 0;
     Index count = 1;
     for (Index extent : shape) count *= extent;
     return count;
