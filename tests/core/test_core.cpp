@@ -5,6 +5,7 @@
 #include "test_util.hpp"
 
 #include <array>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -164,6 +165,19 @@ TEST_CASE("core.random: shuffle is a seeded permutation") {
   bool moved = false;
   for (int i = 0; i < 50; ++i) moved = moved || v[static_cast<std::size_t>(i)] != i;
   CHECK(moved);
+  // Every order of three elements is equally likely (a Sattolo-style off-by-one would draw only the two cycles).
+  std::map<std::vector<int>, int> orders;
+  RandomStream r3(10, 3);
+  for (int k = 0; k < 6000; ++k) {
+    std::vector<int> u{0, 1, 2};
+    r3.shuffle(u.begin(), u.end());
+    ++orders[u];
+  }
+  CHECK(orders.size() == 6);
+  double chi2 = 0;
+  for (const auto& [order, count] : orders) chi2 += (count - 1000.0) * (count - 1000.0) / 1000.0;
+  // 5 degrees of freedom: P(chi2 > 20.52) = 0.001.
+  CHECK(chi2 < 20.52);
 }
 
 TEST_CASE("core.threads: guards restore the thread count and parallel_for covers every index once") {
@@ -181,6 +195,17 @@ TEST_CASE("core.threads: guards restore the thread count and parallel_for covers
     CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
     CHECK(max_threads() == before);  // the region's own setting does not leak out
   }
+#if KSHOT_HAS_OPENMP
+  // With two threads the loop really runs in a region of two: under the static schedule the second half of the
+  // indices belongs to thread 1 (a check that only compares results cannot tell a serial run from a parallel one).
+  {
+    ThreadCountGuard guard(2);
+    std::vector<int> who(1000, -1);
+    detail::parallel_for(1000, true, [&](Index i) { who[static_cast<std::size_t>(i)] = thread_index(); });
+    CHECK(who.front() == 0);
+    CHECK(who.back() == 1);
+  }
+#endif
 }
 
 TEST_CASE("core.threads: an exception inside parallel_for is rethrown after the region and the lowest index wins") {

@@ -35,6 +35,8 @@ TEST_CASE("data.class_index: rows per class in increasing order") {
   const Index* r2 = index.rows(2);
   CHECK(std::vector<Index>(r2, r2 + 4) == std::vector<Index>{0, 2, 5, 6});
   CHECK(index.classes_with_at_least(3) == std::vector<Label>{2});
+  CHECK(index.classes_with_at_least(2) == std::vector<Label>{0, 1, 2});  // exactly min_count rows is enough
+  CHECK(index.classes_with_at_least(5).empty());
   const ClassIndex wide(labels, 5);
   CHECK(wide.num_classes() == 5);
   CHECK(wide.count(4) == 0);
@@ -108,4 +110,24 @@ TEST_CASE("data.dataset: a view binds without a copy and checks its inputs") {
   const RowMatrixX<float> empty(0, 3);
   const LabelVector no_labels(0);
   KSHOT_CHECK_THROWS_WITH_ALL(DatasetView<float>(empty, no_labels), std::invalid_argument, "the dataset is empty");
+}
+
+TEST_CASE("data.class_index: an inferred class count is bounded by the labels before allocating (issue 17)") {
+  // A label of 2e9 asked for 2e9 + 1 offsets (16 GB) when num_classes was inferred.
+  const LabelVector huge = (LabelVector(3) << 0, 2000000000, 1).finished();
+  KSHOT_CHECK_THROWS_WITH_ALL(ClassIndex{huge}, std::invalid_argument, "kshot::ClassIndex::ClassIndex()",
+                              "the largest label is 2000000000 but there are only 3 labels",
+                              "must lie in [0, 3)");
+  // The bound is exact: labels below n are accepted, gaps included (class 1 has no row).
+  const LabelVector gap = (LabelVector(3) << 0, 2, 2).finished();
+  const ClassIndex index(gap);
+  CHECK(index.num_classes() == 3);
+  CHECK(index.count(1) == 0);
+  CHECK(index.count(2) == 2);
+  KSHOT_CHECK_THROWS_WITH_ALL(ClassIndex{(LabelVector(2) << 0, 2).finished()}, std::invalid_argument,
+                              "the largest label is 2 but there are only 2 labels");
+  // An explicit num_classes is the caller's request and still works with sparse labels.
+  const ClassIndex wide((LabelVector(2) << 0, 4).finished(), 5);
+  CHECK(wide.num_classes() == 5);
+  CHECK(wide.count(4) == 1);
 }

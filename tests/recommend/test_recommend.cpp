@@ -117,6 +117,17 @@ TEST_CASE_TEMPLATE("user_profiles are weighted means with optional recency decay
   CHECK(out(0, 0) == doctest::Approx(0.0));
   CHECK(out(0, 1) == doctest::Approx(1.0));
 
+  // max_events and half_life together, on unevenly spaced events: each kept event decays by its own age.
+  const InteractionMatrix three(1, 3, {{0, 0, 0.0, 1.0}, {0, 1, 1.0, 1.0}, {0, 2, 4.0, 1.0}});
+  kshot::ProfileOptions both;
+  both.max_events = 2;
+  both.half_life = 2.0;  // item 1 (t = 1) weighs 2^-1.5, item 2 (t = 4) weighs 1; item 0 is dropped
+  M one(1, 2);
+  CHECK(kshot::user_profiles<Scalar>(three, items, one, both) == 0);
+  const double w1 = std::exp2(-1.5);
+  CHECK(one(0, 0) == doctest::Approx(4.0 / (1.0 + w1)));
+  CHECK(one(0, 1) == doctest::Approx((2.0 * w1 + 4.0) / (1.0 + w1)));
+
   M audience(3, 2);
   M profiles(3, 2);
   profiles << 1, 1, 3, 5, 7, 7;
@@ -390,6 +401,12 @@ TEST_CASE("Recommender: top-k for users with history excluded and filters, and t
   CHECK(r.ids.row(1) == (kshot::IdMatrix(1, 3) << 1, 2, 3).finished());
   CHECK(r.ids.row(2) == (kshot::IdMatrix(1, 3) << 0, 1, 2).finished());
   CHECK(r.scores(0, 0) == 8.0);
+  // Users requested in another order than their rows: each result row follows its user, profile and history.
+  const auto p = rec.recommend({2, 0, 1}, 3, &history);
+  CHECK(p.ids.row(0) == r.ids.row(2));
+  CHECK(p.ids.row(1) == r.ids.row(0));
+  CHECK(p.ids.row(2) == r.ids.row(1));
+  CHECK(rec.recommend({1}, 3, &history).ids.row(0) == r.ids.row(1));
 
   kshot::SearchOptions even;
   even.predicate = [](kshot::ItemId id) { return id % 2 == 0; };

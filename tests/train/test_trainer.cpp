@@ -356,7 +356,9 @@ TEST_CASE("Trainer: the same seeds give the same model bitwise with 1 and 2 thre
   CHECK(std::memcmp(one.first.data(), two.first.data(), sizeof(float) * std::size_t(one.first.size())) == 0);
   CHECK(one.second == two.second);
   const auto split = run(1, {25, 0, 35}, false);
-  CHECK(one.second > 0.2);
+  // 5-way episodes: chance is 0.2, and the best of four validations of a broken evaluation can pass 0.2 by luck.
+  // This run reaches about 0.9.
+  CHECK(one.second > 0.6);
   const auto whole = run(2, {60}, false);
   CHECK(std::memcmp(split.first.data(), whole.first.data(), sizeof(float) * std::size_t(whole.first.size())) == 0);
   // Validation never changes the training trajectory (restore_best off).

@@ -13,6 +13,7 @@
 #include "kshot/core/check.hpp"
 #include "kshot/core/config.hpp"
 
+#include <atomic>
 #include <exception>
 #include <limits>
 
@@ -83,6 +84,25 @@ class ThreadCountGuard {
 namespace detail {
 
 /**
+ * @brief Test hook: how many regions of more than one thread parallel_for() and owned_region() have opened in this
+ * process. Read it before and after a call to see whether the call took its parallel path (a check that compares
+ * the results at 1 and 2 threads proves nothing when the call never runs in parallel). Counted once per region,
+ * by its thread 0, with a relaxed atomic increment.
+ */
+inline std::atomic<long long>& parallel_regions_opened() noexcept {
+  static std::atomic<long long> count{0};
+  return count;
+}
+
+/// Counts the calling region in parallel_regions_opened() (call it from every thread of the region).
+inline void count_parallel_region() noexcept {
+#if KSHOT_HAS_OPENMP
+  if (omp_get_thread_num() == 0 && omp_get_num_threads() > 1)
+    parallel_regions_opened().fetch_add(1, std::memory_order_relaxed);
+#endif
+}
+
+/**
  * @brief Runs body(i) for i in [0, n), in one OpenMP region when `parallel` is true.
  *
  * Inside the region every thread's OpenMP thread count is set to 1, so that an Eigen product called
@@ -107,6 +127,7 @@ void parallel_for(Index n, bool parallel, Body&& body, bool dynamic = false) {
     return;
   }
   KSHOT_PRAGMA_OMP(omp parallel if (go_parallel)) {
+    count_parallel_region();
     omp_set_num_threads(1);
     if (dynamic) {
       KSHOT_PRAGMA_OMP(omp for schedule(dynamic, 1))
@@ -200,6 +221,7 @@ void owned_region(Index blocks, bool parallel, Start&& start, Phases&&... phases
   if (go_parallel) {
     KSHOT_PRAGMA_OMP(omp parallel) {
       const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+      count_parallel_region();
       omp_set_num_threads(1);
       run(me, threads, [] { KSHOT_PRAGMA_OMP(omp barrier) });
     }
