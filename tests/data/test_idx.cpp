@@ -689,3 +689,43 @@ TEST_CASE("data.idx: truncated and corrupt copies of a real Fashion-MNIST file t
                               "corrupt gzip stream");
 }
 #endif
+
+TEST_CASE("data.idx: an images file with no image and a huge H x W is refused, not overflowed (issue 17)") {
+  TempDir dir;
+  const std::string path = dir.file("empty-huge-idx3-ubyte");
+  // 0 images of (2^32 - 1) x (2^32 - 1) pixels: no data byte, so only H x W could overflow.
+  write_file(path, idx_header(0x08, {0u, 0xFFFFFFFFu, 0xFFFFFFFFu}));
+  KSHOT_CHECK_THROWS_WITH_ALL(kshot::load_idx_images<float>(path), std::runtime_error, "kshot::load_idx_images()",
+                              path.c_str(), "an image of 4294967295 x 4294967295 pixels",
+                              "has more pixels than a matrix can number");
+  // read_idx itself is fine with it: 0 values.
+  const kshot::IdxArray array = kshot::read_idx(path);
+  CHECK(array.size() == 0);
+  CHECK(array.bytes.empty());
+  // A large H x W that still fits gives a 0 x (H * W) matrix.
+  const std::string fits = dir.file("empty-wide-idx3-ubyte");
+  write_file(fits, idx_header(0x08, {0u, 65536u, 65536u}));
+  const kshot::RowMatrixX<float> images = kshot::load_idx_images<float>(fits);
+  CHECK(images.rows() == 0);
+  CHECK(images.cols() == Index(65536) * 65536);
+}
+
+TEST_CASE("data.idx: the first allocation of a read is bounded by what the file can hold (issue 17)") {
+  using kshot::detail::idx_first_allocation;
+  const std::uint64_t claimed = std::uint64_t{1} << 30;  // a header that declares 1 GiB of data
+  // A 20-byte plain file holds at most 20 data bytes: no 16 MiB floor.
+  CHECK(idx_first_allocation(claimed, true, 20, false) == 20);
+  // gzip expands at most 1032:1.
+  CHECK(idx_first_allocation(claimed, true, 100, true) == 103200);
+  // An honest file gets exactly its data in one allocation.
+  CHECK(idx_first_allocation(784, true, 800, false) == 784);
+  CHECK(idx_first_allocation(784, true, 60, true) == 784);
+  // Size unknown (a pipe): 1 MiB, then doubling.
+  CHECK(idx_first_allocation(claimed, false, 0, false) == (std::uint64_t{1} << 20));
+  // A lying 20-byte header still fails as truncated data.
+  TempDir dir;
+  const std::string path = dir.file("liar-idx1-ubyte");
+  write_file(path, concat(idx_header(0x08, {1u << 30}), Bytes{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  KSHOT_CHECK_THROWS_WITH_ALL(kshot::read_idx(path), std::runtime_error, "truncated data: expected 1073741824",
+                              "read 12");
+}

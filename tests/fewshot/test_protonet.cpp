@@ -216,6 +216,18 @@ TEST_CASE("fewshot.evaluate: accuracy with its interval and the confusion matrix
   const LabelVector predicted = net.predict(ep.query());
   const double manual = double((predicted.array() == ep.query_labels().array()).count()) / double(predicted.size());
   CHECK(one.episode_accuracy[17] == manual);
+  // Classes listed out of order (and not all of them): row and column k of the confusion matrix belong to
+  // classes[k], not to dataset class k.
+  const EpisodeSampler listed(index, {3, 5, 10}, 2025, {4, 1, 5, 2});
+  const EpisodicEvaluation sub = evaluate_episodes(ProtoNet<float>(), listed, features, 100);
+  CHECK(sub.classes == std::vector<Label>{4, 1, 5, 2});
+  REQUIRE(sub.confusion.rows() == 4);
+  CHECK(sub.confusion.sum() == 3000);
+  CHECK(sub.class_accuracy[1] == 1.0);  // class 1
+  CHECK(sub.class_accuracy[3] == 1.0);  // class 2
+  CHECK(sub.confusion(0, 2) + sub.confusion(2, 0) > 0);  // 4 and 5 are confused with each other only
+  CHECK(sub.confusion(0, 1) + sub.confusion(0, 3) + sub.confusion(2, 1) + sub.confusion(2, 3) == 0);
+  CHECK(sub.confusion(1, 1) + sub.confusion(3, 3) > 0);
   KSHOT_CHECK_THROWS_WITH_ALL(evaluate_episodes(ProtoNet<float>(), sampler, features, 0), std::invalid_argument,
                               "kshot::evaluate_episodes()", "episodes must be at least 1, got 0");
 }
@@ -228,4 +240,42 @@ TEST_CASE("eval.confidence: mean and interval against hand-computed values") {
   CHECK(m.lower() < m.mean);
   KSHOT_CHECK_THROWS_WITH_ALL(mean_ci95({}), std::invalid_argument, "kshot::mean_ci95()", "values is empty");
   KSHOT_CHECK_THROWS_WITH_ALL(mean_ci95({1.0, std::nan("")}), std::invalid_argument, "values[1]");
+}
+
+namespace {
+
+/// fit() of classifier C on two examples labelled 0 and `big`: refused before anything is sized by `big`.
+template <class Classifier>
+void check_sparse_labels_refused(Classifier classifier, Label big) {
+  const RowMatrixX<float> support = random_matrix<float>(2, 3, 17);
+  const LabelVector labels = (LabelVector(2) << 0, big).finished();
+  const std::string expected = kshot::detail::cat("support_labels has the label ", big, " but only 2 entries");
+  KSHOT_CHECK_THROWS_WITH_ALL(classifier.fit(support, labels), std::invalid_argument, expected.c_str(),
+                              "cannot all have a support example");
+}
+
+}  // namespace
+
+TEST_CASE("fewshot: every classifier refuses a label beyond the support size before sizing by it (issue 17)") {
+  // Label 2^30 asked ProtoNet for 8 GB of class counters (and 30 s) before it reported the missing classes.
+  const Label huge = Label(1) << 30;
+  check_sparse_labels_refused(ProtoNet<float>{}, huge);
+  check_sparse_labels_refused(SimpleShot<float>{}, huge);
+  check_sparse_labels_refused(MatchingNetworks<float>{}, huge);
+  check_sparse_labels_refused(RidgeHead<float>{}, huge);
+  check_sparse_labels_refused(LogisticHead<float>{}, huge);
+  check_sparse_labels_refused(SoftKMeans<float>{}, huge);
+  check_sparse_labels_refused(BDCSPN<float>{}, huge);
+  check_sparse_labels_refused(LaplacianShot<float>{}, huge);
+  check_sparse_labels_refused(PTMAP<float>{}, huge);
+  check_sparse_labels_refused(TIM<float>{}, huge);
+  // The smallest refused label: 2 examples can cover classes 0..1 only.
+  check_sparse_labels_refused(ProtoNet<float>{}, 2);
+  // Label 1 with 2 examples is fine.
+  ProtoNet<float> net;
+  net.fit(random_matrix<float>(2, 3, 17), (LabelVector(2) << 0, 1).finished());
+  CHECK(net.num_classes() == 2);
+  // A gap that the count allows is still the missing-class error.
+  KSHOT_CHECK_THROWS_WITH_ALL(net.fit(random_matrix<float>(3, 3, 18), (LabelVector(3) << 0, 2, 2).finished()),
+                              std::invalid_argument, "class 1 has no support example");
 }

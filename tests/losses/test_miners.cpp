@@ -1096,10 +1096,12 @@ TEST_CASE("Miners: bad input throws with the numbers") {
   TripletMarginMiner<double> tm;
   KSHOT_CHECK_THROWS_WITH_ALL(tm.mine(RowMatrixX<double>(0, 3), LabelVector(0)), std::invalid_argument,
                               "embeddings has 0 rows");
-  // Finite embeddings whose unnormalised distance overflows.
+  // Finite embeddings whose unnormalised distance overflows: refused by the embeddings' norm bound that every
+  // loss and miner shares (detail::check_embeddings), before the matrix is computed.
   tm.distance = LossDistance::dot_product(false);
   const RowMatrixX<double> huge = b.emb * 1e200;
-  KSHOT_CHECK_THROWS_WITH_ALL(tm.mine(huge, b.labels), std::invalid_argument, "overflows", "DotProductSimilarity");
+  KSHOT_CHECK_THROWS_WITH_ALL(tm.mine(huge, b.labels), std::invalid_argument, "kshot::TripletMarginMiner::mine()",
+                              "squared norm (overflows)", "rescale the data");
 }
 
 TEST_CASE("Miners: mined tuples feed a loss") {

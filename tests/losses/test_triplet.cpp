@@ -2,6 +2,7 @@
 #include "losses/loss_checks.hpp"
 #include "losses/pml_cases.hpp"
 
+#include <kshot/distances/pairwise.hpp>
 #include <kshot/losses/miners/triplet_margin.hpp>
 #include <kshot/losses/triplet.hpp>
 
@@ -763,3 +764,30 @@ TEST_CASE("TripletMarginLoss: a short mined list takes the sparse path and match
 }
 
 }  // namespace test_triplet
+
+TEST_CASE("TripletMarginLoss: rows whose distances could overflow are refused like pairwise_distances (issue 17)") {
+  using kshot::LabelVector;
+  using kshot::RowMatrixX;
+  RowMatrixX<float> emb(4, 2);
+  emb << 1, 0, 0.8f, 0.6f, -1, 0, 0, -1;
+  const LabelVector labels = (LabelVector(4) << 0, 0, 1, 1).finished();
+  kshot::TripletMarginLoss<float> loss;  // L2-normalised Euclidean: invariant to the scale of the rows
+  RowMatrixX<float> grad(4, 2), grad_scaled(4, 2);
+  const float reference = loss.evaluate(emb, labels, grad);
+  // Just inside the bound (squared norm <= max / 4) the loss and its gradient are the scale-free ones.
+  const float inside = 0.99f * std::sqrt(std::numeric_limits<float>::max() / 4);
+  const RowMatrixX<float> large = emb * inside;
+  CHECK(loss.evaluate(large, labels, grad_scaled) == doctest::Approx(reference).epsilon(1e-5));
+  CHECK(grad_scaled.allFinite());
+  CHECK((grad_scaled * inside - grad).cwiseAbs().maxCoeff() < 1e-4f);
+  // Beyond it the norms overflowed: the rows became zero and the loss a wrong finite 0.05 (or, without
+  // normalisation, a NaN gradient). pairwise_distances() rejects the same rows.
+  const RowMatrixX<float> huge = emb * 1e20f;
+  KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(huge, labels, grad_scaled), std::invalid_argument,
+                              "kshot::TripletMarginLoss::evaluate()", "embeddings row 0 is finite but its squared norm",
+                              "rescale the data");
+  CHECK_THROWS_AS(kshot::pairwise_distances(huge, huge), std::invalid_argument);
+  loss.distance = kshot::LossDistance::lp(1, false);
+  KSHOT_CHECK_THROWS_WITH_ALL(loss.evaluate(huge, labels, grad_scaled), std::invalid_argument,
+                              "embeddings row 0 is finite");
+}

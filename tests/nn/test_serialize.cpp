@@ -379,3 +379,51 @@ TEST_CASE("serialize: make_layer rebuilds every layer from its type name and con
   KSHOT_CHECK_THROWS_WITH_ALL(make_layer<float>("Dropout", {4, 0.5, 1, -1}), E, "Dropout seed high half");
   KSHOT_CHECK_THROWS_WITH_ALL(make_layer<float>("Linear", {3, 4, 2, 0}), E, "Linear bias must be an integer in [0, 1]");
 }
+
+namespace {
+
+/// A model file of one parameter-free layer `name` of width `width` (60 bytes for a 4-letter name).
+std::string parameter_free_model(const char* name, double width) {
+  std::ostringstream out(std::ios::binary);
+  kshot::detail::BinaryWriter writer(out);
+  writer.bytes("KSHOTNN1", 8);
+  writer.u32(1);  // format version
+  writer.u32(4);  // float
+  writer.u64(1);  // one layer
+  const auto length = static_cast<std::uint32_t>(std::strlen(name));
+  writer.u32(length);
+  writer.bytes(name, length);
+  writer.u32(1);  // config count
+  writer.f64(width);
+  writer.u64(0);  // parameter count
+  writer.finish();
+  return out.str();
+}
+
+}  // namespace
+
+TEST_CASE("nn.serialize: a model without parameters cannot declare a width no byte backs (issue 17)") {
+  // 60 bytes declared a ReLU of width 2^31 - 1, which every forward() was then sized by.
+  const std::string bytes = parameter_free_model("ReLU", 2147483647.0);
+  CHECK(bytes.size() == 60);
+  std::istringstream in(bytes);
+  KSHOT_CHECK_THROWS_WITH_ALL(Sequential<float>::load(in, false, "probe"), std::runtime_error,
+                              "kshot::Sequential::load()", "probe",
+                              "the model has no parameters but width 2147483647", "at most 16777216");
+  // The bound itself loads, and so does an ordinary parameter-free model.
+  std::istringstream at_bound(parameter_free_model("Tanh", 16777216.0));
+  CHECK(Sequential<float>::load(at_bound).input_dim() == 16777216);
+  std::istringstream small(parameter_free_model("ReLU", 8.0));
+  const Sequential<float> relu = Sequential<float>::load(small);
+  CHECK(relu.input_dim() == 8);
+  CHECK(relu.num_parameters() == 0);
+  // A file path goes through the same check.
+  const TempDir dir("wide_relu");
+  const std::string path = (dir.path / "model.bin").string();
+  {
+    std::ofstream file(path, std::ios::binary | std::ios::trunc);
+    file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  KSHOT_CHECK_THROWS_WITH_ALL(Sequential<float>::load(path), std::runtime_error, path.c_str(),
+                              "the model has no parameters but width 2147483647");
+}

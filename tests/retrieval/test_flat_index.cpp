@@ -8,12 +8,14 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -171,7 +173,8 @@ TEST_CASE_TEMPLATE("FlatIndex: top-k equals a full sort (metrics, k, filters, ex
       IdBitset allowed(3 * n + 3);
       for (ItemId id : ids)
         if (rng.bounded(2) == 0) allowed.set(id);
-      const bool use_bitset = trial % 3 == 1, use_predicate = trial % 4 == 2, use_exclude = trial % 2 == 1;
+      // Every pair of the three options is set together in some trials (and all three in trial 7 of every 12).
+      const bool use_bitset = trial % 3 == 1, use_predicate = trial % 4 >= 2, use_exclude = trial % 2 == 1;
       std::vector<std::vector<ItemId>> lists(static_cast<std::size_t>(nq));
       for (auto& list : lists) {
         const auto len = rng.bounded(static_cast<std::uint64_t>(std::min<Index>(n, 8)) + 1);
@@ -541,4 +544,121 @@ TEST_CASE("FlatIndex: bad input throws naming the function, the argument and the
   CHECK(r.counts[0] == 4);
   CHECK(r.ids(0, 4) == -1);
   CHECK(r.ids(0, 0) == 1);
+}
+
+namespace {
+
+/// The bytes of an index file (format version 1) with the given header fields, ids and float vectors.
+std::string index_file_bytes(std::uint32_t metric, std::uint64_t dim, const std::vector<ItemId>& ids,
+                             const std::vector<float>& vectors) {
+  std::ostringstream out(std::ios::binary);
+  kshot::detail::BinaryWriter writer(out);
+  writer.bytes("KSHOTIX1", 8);
+  writer.u32(1);
+  writer.u32(4);
+  writer.u32(metric);
+  writer.u32(0);
+  writer.u64(dim);
+  writer.u64(ids.size());
+  writer.values(ids.data(), ids.size());
+  writer.values(vectors.data(), vectors.size());
+  writer.finish();
+  return out.str();
+}
+
+void write_index_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+}  // namespace
+
+TEST_CASE("FlatIndex::search: a k whose result cannot be allocated is a named std::length_error (issue 17)") {
+  FlatIndex<float> index(2);
+  index.add(RowMatrixX<float>::Ones(3, 2), std::vector<ItemId>{1, 2, 3});
+  const RowMatrixX<float> q = RowMatrixX<float>::Ones(1, 2);
+  // k = 2^40 ended in a bare std::bad_alloc; now refused before any allocation, naming k and the query count.
+  const Index k = Index(1) << 40;
+  KSHOT_CHECK_THROWS_WITH_ALL(index.search(q, k), std::length_error, "kshot::FlatIndex::search()",
+                              "k = 1099511627776 results for each of 1 queries need", "bytes, more than");
+  SearchResult<float> result;
+  KSHOT_CHECK_THROWS_WITH_ALL(index.search(q, k, result), std::length_error, "k = 1099511627776");
+  CHECK(result.ids.size() == 0);  // nothing was sized
+  // k > size() stays valid: padded rows.
+  const auto padded = index.search(q, 5);
+  CHECK(padded.counts[0] == 3);
+  CHECK(padded.ids(0, 3) == -1);
+  CHECK(padded.ids(0, 4) == -1);
+  // No query: nothing to allocate, whatever k.
+  CHECK(index.search(RowMatrixX<float>(0, 2), k).queries() == 0);
+}
+
+TEST_CASE("FlatIndex: rows whose scores could overflow are refused, never dropped (issue 17)") {
+  const float limit = std::sqrt(std::numeric_limits<float>::max() / 4);  // the largest allowed norm, ~9.2e18
+  // Squared Euclidean: items of norm 1.2e19 were accepted, and a query at one end lost the item at the other end
+  // (its squared distance 5.8e38 overflowed float): k = 3 over 3 items returned 2 and padding.
+  FlatIndex<float> index(2, SearchMetric::squared_euclidean);
+  RowMatrixX<float> far(3, 2);
+  far << 1.2e19f, 0, 0, 0, -1.2e19f, 0;
+  KSHOT_CHECK_THROWS_WITH_ALL(index.add(far, std::vector<ItemId>{1, 2, 3}), std::invalid_argument,
+                              "kshot::FlatIndex::add()", "vectors row 0 is finite but its squared norm",
+                              "rescale the data");
+  CHECK(index.size() == 0);
+  // Within the bound every squared distance is finite and every item is returned.
+  RowMatrixX<float> near(3, 2);
+  near << 0.99f * limit, 0, 0, 0, -0.99f * limit, 0;
+  index.add(near, std::vector<ItemId>{1, 2, 3});
+  const RowMatrixX<float> q = near.topRows(1);
+  const auto result = index.search(q, 3);
+  CHECK(result.counts[0] == 3);
+  CHECK(result.ids(0, 0) == 1);
+  CHECK(result.ids(0, 1) == 2);
+  CHECK(result.ids(0, 2) == 3);
+  CHECK(std::isfinite(result.scores(0, 2)));
+  CHECK(result.scores(0, 2) == doctest::Approx(4.0 * 0.99 * 0.99 * double(limit) * double(limit)).epsilon(1e-5));
+  RowMatrixX<float> big_query(1, 2);
+  big_query << -1.2e19f, 0;
+  KSHOT_CHECK_THROWS_WITH_ALL(index.search(big_query, 3), std::invalid_argument, "kshot::FlatIndex::search()",
+                              "queries row 0 is finite but its squared norm");
+  // Inner product: the same bound.
+  FlatIndex<float> ip(2, SearchMetric::inner_product);
+  KSHOT_CHECK_THROWS_WITH_ALL(ip.add(far, std::vector<ItemId>{1, 2, 3}), std::invalid_argument,
+                              "vectors row 0 is finite but its squared norm");
+  ip.add(near, std::vector<ItemId>{1, 2, 3});
+  KSHOT_CHECK_THROWS_WITH_ALL(ip.search(big_query, 3), std::invalid_argument, "queries row 0");
+  // Cosine normalises: huge rows are fine there, even in double beyond 1e154.
+  FlatIndex<double> cosine(2, SearchMetric::cosine);
+  RowMatrixX<double> huge(2, 2);
+  huge << 1e200, 0, 3e200, 4e200;
+  cosine.add(huge, std::vector<ItemId>{5, 6});
+  CHECK(cosine.vector(5)(0) == doctest::Approx(1.0));
+  CHECK(cosine.vector(6)(0) == doctest::Approx(0.6));
+  CHECK(cosine.vector(6)(1) == doctest::Approx(0.8));
+}
+
+TEST_CASE("FlatIndex::load: payloads the checksum cannot vouch for are refused (issue 17)") {
+  const std::string path = "kshot_test_flat_index_payload.bin";
+  // A cosine file whose rows are not unit length loaded and scored 100 (3, 4 against itself: 25 x 4).
+  write_index_file(path, index_file_bytes(1, 2, {7, 8}, {3.0f, 4.0f, 0.6f, 0.8f}));
+  KSHOT_CHECK_THROWS_WITH_ALL(FlatIndex<float>::load(path), std::runtime_error, "kshot::FlatIndex::load()",
+                              path.c_str(), "vector 0 (id 7) has squared norm 25",
+                              "a cosine index stores unit rows");
+  // Unit and zero rows load.
+  write_index_file(path, index_file_bytes(1, 2, {7, 8}, {0.0f, 0.0f, 0.6f, 0.8f}));
+  const FlatIndex<float> unit = FlatIndex<float>::load(path);
+  CHECK(unit.size() == 2);
+  // A 48-byte file declared an empty index of dimension 2^31.
+  const std::string empty_huge = index_file_bytes(0, std::uint64_t(1) << 31, {}, {});
+  CHECK(empty_huge.size() == 48);
+  write_index_file(path, empty_huge);
+  KSHOT_CHECK_THROWS_WITH_ALL(FlatIndex<float>::load(path), std::runtime_error, path.c_str(),
+                              "dimension 2147483648 with no stored vector", "at most 16777216");
+  write_index_file(path, index_file_bytes(0, std::uint64_t(1) << 24, {}, {}));
+  CHECK(FlatIndex<float>::load(path).dim() == (Index(1) << 24));
+  // Inner product and squared Euclidean rows must respect the norm bound.
+  write_index_file(path, index_file_bytes(2, 1, {1}, {2e19f}));
+  KSHOT_CHECK_THROWS_WITH_ALL(FlatIndex<float>::load(path), std::runtime_error, path.c_str(),
+                              "vector 0 (id 1) has squared norm", "so its scores could overflow");
+  std::remove(path.c_str());
 }

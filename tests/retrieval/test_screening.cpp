@@ -43,7 +43,9 @@ RowMatrixX<float> make_rows(Index n, Index d, int mode, RandomStream& rng, const
       }
     }
   if (mode == 3 && n >= 6) {
-    m.row(0) *= 1e20f;     // beyond the screening range: always scored exactly
+    // Beyond the screening range (magnitudes of 2^50 and more are always scored exactly), yet within the largest
+    // squared norm a FlatIndex accepts (a quarter of FLT_MAX), for any d up to 300.
+    m.row(0) *= 1e17f;
     m(1, 0) = 1e-30f;      // a tiny value
     m(2, d - 1) = 1e-40f;  // a float denormal
     m.row(3).setZero();    // a zero row
@@ -139,7 +141,8 @@ TEST_CASE("screening: results equal the unscreened search bitwise (metrics, shap
     RowVectorX<float> base(d);
     for (Index j = 0; j < d; ++j) base[j] = rng.normal<float>();
     const RowMatrixX<float> items = make_rows(n, d, mode, rng, base);
-    // Mode 3 plants extremes in the queries too: row 0 times 1e20 against item row 0 times 1e20 overflows to inf.
+    // Mode 3 plants extremes in the queries too: row 0 times 1e17 against item row 0 times 1e17 gives scores near
+    // 1e34, far beyond the screening range.
     const RowMatrixX<float> queries = make_rows(nq, d, mode == 2 ? 0 : mode, rng, base);
     std::vector<ItemId> ids(static_cast<std::size_t>(n));
     for (Index i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = (i * 7919) % 100003;

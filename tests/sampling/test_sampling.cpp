@@ -5,6 +5,7 @@
 
 #include "test_util.hpp"
 
+#include <limits>
 #include <map>
 #include <set>
 
@@ -416,4 +417,38 @@ TEST_CASE("sampling.gather: gather_rows copies the listed rows in order and chec
   RowMatrixX<float> short_out(1, 13);
   KSHOT_CHECK_THROWS_WITH_ALL(gather_rows<float>(features, std::vector<Index>{0, 1}, short_out), std::invalid_argument,
                               "out has 1 rows but 2 are gathered");
+}
+
+TEST_CASE("sampling.episode: episode sizes that overflow or cannot be held are refused at construction (issue 17)") {
+  const LabelVector labels = make_labels(std::vector<Index>(4, 10));
+  const ClassIndex index(labels);
+  const Index most = std::numeric_limits<Index>::max();
+  // shots + queries overflowed Index: the sampler was built, and sample() ended in std::length_error.
+  EpisodeConfig config{2, most - 1, 2};
+  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, config, 1), std::invalid_argument,
+                              "kshot::EpisodeSampler::EpisodeSampler()",
+                              "an episode of ways 2 x (shots 9223372036854775806 + queries 2) rows exceeds");
+  config.small_classes = SmallClassPolicy::with_replacement;
+  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, config, 1), std::invalid_argument, "queries 2) rows exceeds");
+  // ways x (shots + queries) overflowing is refused the same way.
+  const EpisodeConfig wide{most / 2, 2, 2, -1, SmallClassPolicy::with_replacement};
+  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, wide, 1), std::invalid_argument, "rows exceeds the",
+                              "rows a std::vector<Index> can hold");
+  // The largest honest need still gives the usual small-class message.
+  const EpisodeConfig big{2, 10, 1};
+  KSHOT_CHECK_THROWS_WITH_ALL(EpisodeSampler(index, big, 1), std::invalid_argument,
+                              "has 10 examples but an episode needs 11");
+}
+
+TEST_CASE("sampling.batch: a batch size that cannot be held is refused at construction (issue 17)") {
+  const LabelVector labels = make_labels(std::vector<Index>(4, 10));
+  const ClassIndex index(labels);
+  // m = 2^61 with replacement: 2 classes per batch, but a batch of 2^62 rows, reserved by sample().
+  const Index m = Index(1) << 61;
+  KSHOT_CHECK_THROWS_WITH_ALL(MPerClassSampler(index, m, 2 * m, 1, SmallClassPolicy::with_replacement),
+                              std::invalid_argument, "kshot::MPerClassSampler::MPerClassSampler()",
+                              "batch_size 4611686018427387904 exceeds the", "rows a std::vector<Index> can hold");
+  // An ordinary batch with replacement is still fine.
+  const MPerClassSampler sampler(index, 12, 24, 1, SmallClassPolicy::with_replacement);
+  CHECK(sampler.sample(0).rows.size() == 24);
 }

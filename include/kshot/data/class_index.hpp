@@ -29,15 +29,26 @@ class ClassIndex {
   /**
    * @brief Indexes `labels`.
    * @param[in] labels dense labels, each in [0, num_classes).
-   * @param[in] num_classes C; -1 (the default) takes max(labels) + 1.
-   * @throws std::invalid_argument if a label is negative or not below num_classes, or num_classes < -1.
+   * @param[in] num_classes C; -1 (the default) takes max(labels) + 1, which must then not exceed the number of
+   * labels (so that the C + 1 offsets stay proportional to the input).
+   * @throws std::invalid_argument if a label is negative or not below num_classes, num_classes < -1, or
+   * num_classes is -1 and max(labels) >= labels.size() (checked before anything is sized by the largest label).
+   * @note An explicit num_classes allocates C + 1 offsets whatever the labels: it is the caller's request.
    */
   explicit ClassIndex(ConstLabelRef labels, Index num_classes = -1) {
     constexpr const char* where = "kshot::ClassIndex::ClassIndex()";
     KSHOT_CHECK(num_classes >= -1, where, detail::cat("num_classes must be -1 or at least 0, got ", num_classes));
     const Index n = labels.size();
     Index classes = num_classes;
-    if (classes < 0) classes = n == 0 ? 0 : Index(labels.maxCoeff()) + 1;
+    if (classes < 0) {
+      classes = n == 0 ? 0 : Index(labels.maxCoeff()) + 1;
+      // Inferred, C is the largest label + 1: it must not exceed the number of labels, so that a stray huge
+      // label is refused before the C + 1 offsets are allocated.
+      KSHOT_CHECK(classes <= n, where,
+                  detail::cat("the largest label is ", classes - 1, " but there are only ", n,
+                              " labels; with num_classes = -1 the labels must lie in [0, ", n,
+                              ") (remap raw ids with kshot::LabelMap, or pass num_classes)"));
+    }
     for (Index i = 0; i < n; ++i)
       KSHOT_CHECK(labels[i] >= 0 && labels[i] < classes, where,
                   detail::cat("labels[", i, "] = ", labels[i], " is outside [0, ", classes, ")"));

@@ -407,6 +407,27 @@ struct IdxArray {
 
 namespace detail {
 
+/// The first read of read_idx() takes at most this many bytes when the file's size is unknown (a pipe).
+inline constexpr std::uint64_t idx_unknown_size_first_read = std::uint64_t{1} << 20;
+
+/**
+ * @brief The size of the first allocation of read_idx() for `expected` data bytes: what the file can hold.
+ *
+ * A plain file of `on_disk` bytes holds at most `on_disk` data bytes; a gzip file at most 1032 times its size
+ * (deflate's largest expansion). When the size is unknown, 1 MiB. read_idx() doubles the buffer while data keeps
+ * arriving, so a header that claims more than the file holds costs an allocation proportional to the file.
+ */
+inline std::uint64_t idx_first_allocation(std::uint64_t expected, bool size_known, std::uint64_t on_disk,
+                                          bool compressed) noexcept {
+  constexpr std::uint64_t deflate_expansion = 1032;
+  std::uint64_t bound = idx_unknown_size_first_read;
+  if (size_known) {
+    const std::uint64_t most = std::numeric_limits<std::uint64_t>::max();
+    bound = compressed ? (on_disk > most / deflate_expansion ? most : on_disk * deflate_expansion) : on_disk;
+  }
+  return std::min(expected, bound);
+}
+
 /// read_idx under the name of the public call that the messages report.
 inline IdxArray read_idx_impl(const std::string& path, const char* where) {
   const auto fail = [&](const std::string& what) { throw_runtime_error(where, cat(idx_quote(path), ": ", what)); };
@@ -464,18 +485,12 @@ inline IdxArray read_idx_impl(const std::string& path, const char* where) {
   }
   const auto expected = static_cast<std::size_t>(total);
 
-  // Allocate what the file can plausibly hold (deflate expands at most ~1032:1), so that a corrupt header
-  // cannot make a small file allocate terabytes; honest files still take one allocation and one read.
-  std::uint64_t plausible = std::uint64_t{16} << 20;
+  // Allocate what the file can plausibly hold, so that a corrupt header cannot make a small file allocate more
+  // than it could hold; honest files still take one allocation and one read.
   std::error_code ec;
   const std::uintmax_t file_size = std::filesystem::file_size(path, ec);
-  if (!ec) {
-    const std::uint64_t on_disk = static_cast<std::uint64_t>(file_size);
-    const std::uint64_t bound =
-        source.compressed() ? (on_disk > limit / 1032 ? limit : on_disk * 1032) : on_disk;
-    plausible = std::max(plausible, bound);
-  }
-  out.bytes.resize(static_cast<std::size_t>(std::min<std::uint64_t>(expected, plausible)));
+  out.bytes.resize(static_cast<std::size_t>(
+      idx_first_allocation(expected, !ec, static_cast<std::uint64_t>(ec ? 0 : file_size), source.compressed())));
   std::size_t done = 0;
   for (;;) {
     done += source.read(out.bytes.data() + done, out.bytes.size() - done);
@@ -486,7 +501,7 @@ inline IdxArray read_idx_impl(const std::string& path, const char* where) {
       fail(cat("truncated data: expected ", expected, " data bytes after the ", header_bytes, "-byte header (",
                described, "), read ", done));
     if (done == expected) break;
-    out.bytes.resize(std::min(expected, 2 * out.bytes.size()));
+    out.bytes.resize(std::min(expected, std::max<std::size_t>(2 * out.bytes.size(), 4096)));
   }
 
   // Reading past the data also makes zlib check the gzip trailer (CRC-32 and length).
@@ -525,6 +540,11 @@ RowMatrixX<Scalar> idx_to_images(const IdxArray& array, const std::string& path,
   const Index rows = array.shape[0];
   height = array.ndim() == 3 ? array.shape[1] : 1;
   width = array.ndim() == 3 ? array.shape[2] : array.shape[1];
+  // With N = 0 the file holds no pixel, so read_idx() could not bound H x W by its size: checked here.
+  if (height > 0 && width > std::numeric_limits<Index>::max() / height)
+    throw_runtime_error(where, cat(idx_quote(path), ": an image of ", height, " x ", width, " pixels (shape ",
+                                   idx_shape_string(array.shape), ") has more pixels than a matrix can number (",
+                                   std::numeric_limits<Index>::max(), ")"));
   RowMatrixX<Scalar> images(rows, height * width);
   const auto count = static_cast<std::size_t>(images.size());
   Scalar* out = images.data();
@@ -569,8 +589,10 @@ inline LabelVector idx_to_labels(const IdxArray& array, const std::string& path,
  * shown); has bytes after the data; is a corrupt or truncated gzip stream (zlib's message is shown); declares
  * a shape whose byte size overflows; or is gzip-compressed while kshot was built without zlib.
  * @note Reads the whole file in one pass, with one allocation for honest files (zlib reads the data straight
- * into the array). A file whose header claims more data than it can hold fails with "truncated data" without
- * allocating the claimed size. zlib ignores bytes that follow a complete gzip stream and reads concatenated
+ * into the array). The first allocation is at most what the file can hold (its size, or 1032 times its size
+ * for gzip: detail::idx_first_allocation()), so a file whose header claims more data than it can hold fails with
+ * "truncated data" after allocating in proportion to the file, never the claimed size. zlib ignores bytes that
+ * follow a complete gzip stream and reads concatenated
  * gzip members as one stream.
  */
 inline IdxArray read_idx(const std::string& path) { return detail::read_idx_impl(path, "kshot::read_idx()"); }
@@ -583,8 +605,9 @@ inline IdxArray read_idx(const std::string& path) { return detail::read_idx_impl
  * to [0, 1] (pass 1 to keep raw values). Must be finite and positive.
  * @return one image per row, pixels in row-major (H, W) order.
  * @throws std::invalid_argument "kshot::load_idx_images(): ..." when `scale` is not finite and positive.
- * @throws std::runtime_error "kshot::load_idx_images(): '<path>': ..." on every error of read_idx(), and when
- * the file is not 2-D or 3-D.
+ * @throws std::runtime_error "kshot::load_idx_images(): '<path>': ..." on every error of read_idx(), when
+ * the file is not 2-D or 3-D, and when H x W overflows Index (possible only with N = 0, as the data bytes bound
+ * every other shape).
  */
 template <class Scalar = float>
 RowMatrixX<Scalar> load_idx_images(const std::string& path, Scalar scale = Scalar(1) / Scalar(255)) {

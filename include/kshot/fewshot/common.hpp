@@ -53,7 +53,8 @@ class ClassCounts {
 /**
  * @brief Checks a support set and returns its number of classes N = max(label) + 1.
  * @throws std::invalid_argument if labels and support differ in length, the support is empty, has no
- * columns, has a non-finite value, a label is negative, or a class in 0..N-1 has no example.
+ * columns, has a non-finite value, a label is negative, the largest label is not below the number of labels
+ * (checked before anything is sized by it), or a class in 0..N-1 has no example.
  */
 template <class Scalar>
 Index check_support(const ConstRowMatrixRef<Scalar>& support, const ConstLabelRef& labels, const char* where) {
@@ -64,6 +65,11 @@ Index check_support(const ConstRowMatrixRef<Scalar>& support, const ConstLabelRe
   check_finite(support, where, "support");
   KSHOT_CHECK(labels.minCoeff() >= 0, where, cat("support_labels has a negative label (", labels.minCoeff(), ")"));
   const Index classes = Index(labels.maxCoeff()) + 1;
+  // Every class 0..N-1 needs an example, so N cannot exceed the number of labels: checked before the counters
+  // (sized by the largest label) are allocated.
+  KSHOT_CHECK(classes <= labels.size(), where,
+              cat("support_labels has the label ", classes - 1, " but only ", labels.size(),
+                  " entries, so classes 0..", classes - 1, " cannot all have a support example"));
   ClassCounts counts(classes);
   for (Index i = 0; i < labels.size(); ++i) ++counts[labels[i]];
   for (Index c = 0; c < classes; ++c)

@@ -306,14 +306,35 @@ Scalar element_coeff(Scalar v, Scalar coeff, ReduceMode mode) noexcept {
   return (mode == ReduceMode::mean_nonzero && !(v > Scalar(0))) ? Scalar(0) : coeff;
 }
 
-/// Checks embeddings (n x d, finite, n >= 1, d >= 1) and labels (n entries).
+/**
+ * @brief Checks embeddings (n x d, finite, n >= 1, d >= 1, every squared row norm at most max(Scalar) / 4) and
+ * labels (n entries).
+ *
+ * The norm bound keeps every distance, dot product and norm the losses compute finite (||x - y||^2 <=
+ * 2 ||x||^2 + 2 ||y||^2), as pairwise_distances() refuses rows whose squared norm overflows: a larger row would
+ * otherwise give a wrong finite loss or a NaN gradient. One pass: a non-finite value makes its row's squared
+ * norm non-finite.
+ */
 template <class Scalar>
 void check_embeddings(const ConstRowMatrixRef<Scalar>& emb, const ConstLabelRef& labels, const char* where) {
   KSHOT_CHECK(emb.rows() > 0, where, "embeddings has 0 rows");
   KSHOT_CHECK(emb.cols() > 0, where, "embeddings has 0 columns");
   KSHOT_CHECK(labels.size() == emb.rows(), where,
               cat("labels has ", labels.size(), " entries but embeddings has ", emb.rows(), " rows"));
-  check_finite(emb, where, "embeddings");
+  constexpr Scalar most = std::numeric_limits<Scalar>::max() / Scalar(4);
+  for (Index i = 0; i < emb.rows(); ++i) {
+    const Scalar squared = emb.row(i).squaredNorm();
+    if (KSHOT_UNLIKELY(!(squared <= most))) {
+      for (Index j = 0; j < emb.cols(); ++j)
+        if (!std::isfinite(emb(i, j)))
+          throw_invalid_argument(where, cat("embeddings has a non-finite value (", emb(i, j), ") at row ", i,
+                                            ", column ", j));
+      throw_invalid_argument(where, cat("embeddings row ", i, " is finite but its squared norm (",
+                                        std::isfinite(squared) ? cat(squared) : std::string("overflows"),
+                                        ") exceeds ", most, " (a quarter of the largest scalar), so its ",
+                                        "distances could overflow the scalar type; rescale the data"));
+    }
+  }
 }
 
 /// Checks that a gradient output is n x d.

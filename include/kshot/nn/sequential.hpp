@@ -25,6 +25,7 @@
 #include <cstring>
 #include <fstream>
 #include <istream>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -467,7 +468,8 @@ class Sequential {
    * @throws std::runtime_error naming the path and what is wrong: the file cannot be opened, wrong magic,
    * unknown format version, scalar size mismatch, unknown layer type or invalid configuration, a layer whose
    * input_dim differs from the previous layer's output_dim, a parameter count that differs from the layer's,
-   * a non-finite parameter, a truncated file, a checksum mismatch, or bytes after the checksum.
+   * a non-finite parameter, a model without parameters wider than detail::model_max_unbacked_width (2^24: no
+   * byte of the file backs its width), a truncated file, a checksum mismatch, or bytes after the checksum.
    */
   static Sequential load(const std::string& path, bool convert_scalar = false) {
     constexpr const char* where = "kshot::Sequential::load()";
@@ -658,10 +660,20 @@ class Sequential {
       if (stored != expected)
         r.fail(detail::cat("layer ", i, " (", name, "): the file has ", stored, " parameters but the layer has ",
                            expected));
+      if (stored > std::numeric_limits<std::uint64_t>::max() / scalar_size)
+        r.fail(detail::cat("layer ", i, " (", name, "): ", stored, " parameters of ", scalar_size,
+                           " bytes overflow a 64-bit byte count"));
       r.require_available(stored * scalar_size, "the parameters");
       r.scalars(scalar_size, stored, values, detail::cat("parameters of layer ", i, " (", name, ")"));
       model.append(std::move(layer));
     }
+    // Every width next to a layer with parameters is backed by at least that many stored parameters; a model
+    // without any (activations, L2Normalize, Dropout, LayerNorm without affine) declares a width that no byte of
+    // the file backs, and every forward() would be sized by it.
+    if (!model.empty() && model.num_parameters() == 0 &&
+        static_cast<std::uint64_t>(model.input_dim()) > detail::model_max_unbacked_width)
+      r.fail(detail::cat("the model has no parameters but width ", model.input_dim(), "; a model file without ",
+                         "parameters may declare a width of at most ", detail::model_max_unbacked_width));
     const std::uint64_t computed = r.hash();
     const std::uint64_t checksum = r.u64("the checksum");
     if (checksum != computed)

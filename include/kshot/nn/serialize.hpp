@@ -19,6 +19,9 @@
  * | per layer: parameters | scalar x count | the layer's slice of the parameter vector |
  * | checksum | u64 | FNV-1a 64 of every byte before it |
  *
+ * Every size is checked against the bytes the file still holds before anything is allocated; a model without
+ * any parameter, whose widths no byte backs, may be at most model_max_unbacked_width (2^24) wide.
+ *
  * SPDX-License-Identifier: MIT
  */
 #ifndef KSHOT_NN_SERIALIZE_HPP
@@ -60,6 +63,9 @@ inline constexpr std::uint32_t model_format_version = 1;
 inline constexpr std::uint32_t model_max_name = 64;
 /// Most config() numbers a layer may have in a model file.
 inline constexpr std::uint32_t model_max_config = 64;
+/// The widest model a file without any parameter may declare (Sequential::load() refuses wider ones). In a
+/// model with parameters every width is at most the number of stored parameters, so the file's bytes bound it.
+inline constexpr std::uint64_t model_max_unbacked_width = std::uint64_t(1) << 24;
 
 /// Writes a model file: BinaryWriter with the parameter vector's scalars.
 class ModelWriter : public BinaryWriter {

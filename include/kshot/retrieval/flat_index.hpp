@@ -13,10 +13,11 @@
  * | scalar size | u32 | 4 (float) or 8 (double); must equal the loading index's |
  * | metric | u32 | 0 inner product, 1 cosine, 2 squared Euclidean |
  * | reserved | u32 | 0 |
- * | dimension | u64 | at least 1 |
+ * | dimension | u64 | 1 to 2^31; at most 2^24 when the item count is 0 |
  * | item count | u64 | |
  * | ids | i64 x count | in storage order, each >= 0, no repeats |
- * | vectors | scalar x count x dimension | as stored (unit rows for cosine), row after row |
+ * | vectors | scalar x count x dimension | row after row; cosine: unit (within unit_tolerance) or zero rows; |
+ * | | | otherwise squared norms at most max_squared_norm |
  * | checksum | u64 | FNV-1a 64 of every byte before it |
  *
  * SPDX-License-Identifier: MIT
@@ -38,10 +39,17 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
+
+#if defined(__has_include)
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
+#endif
 
 namespace kshot {
 
@@ -149,6 +157,18 @@ class FlatIndex {
   /// True when this build can screen batch searches in bfloat16 (float, AVX512_BF16; see set_screening()).
   static constexpr bool screening_available = KSHOT_RETRIEVAL_HAS_SCREEN && std::is_same_v<Scalar, float>;
 
+  /// The largest squared norm (summed in double) of a stored vector or a query under inner product and squared
+  /// Euclidean: a quarter of the largest Scalar, so that every score |q.x| <= ||q|| ||x|| and every squared
+  /// distance ||q - x||^2 <= 2 ||q||^2 + 2 ||x||^2 is finite. add(), search() and load() refuse larger rows
+  /// (pairwise_distances() refuses rows whose squared norm overflows in the same way) rather than drop items
+  /// whose score overflows. Cosine rows are normalised and need no bound.
+  static constexpr double max_squared_norm = static_cast<double>(std::numeric_limits<Scalar>::max()) / 4;
+
+  /// How far from 1 the squared norm of a stored cosine row may be when load() reads it: 16 epsilons of Scalar.
+  /// Rounding each coordinate of x / ||x|| to Scalar moves the squared norm by at most one epsilon, so rows that
+  /// save() wrote pass, and a file whose rows are not unit (which would score above 1) is refused.
+  static constexpr double unit_tolerance = 16.0 * static_cast<double>(std::numeric_limits<Scalar>::epsilon());
+
   /**
    * @brief An empty index for `dim`-dimensional vectors.
    * @param dim the dimension, at least 1.
@@ -226,7 +246,9 @@ class FlatIndex {
    * @param vectors m x dim() rows (a column-major argument is copied when it binds).
    * @param ids m distinct ids, each >= 0 and not yet in the index.
    * @throws std::invalid_argument if vectors does not have dim() columns, ids does not have one entry per row,
-   * a value of vectors is not finite, an id is negative, repeated in `ids`, or already in the index (naming it).
+   * a value of vectors is not finite, a row's squared norm exceeds max_squared_norm (inner product and squared
+   * Euclidean: its scores could overflow), an id is negative, repeated in `ids`, or already in the index
+   * (naming it).
    * @note Storage grows geometrically (amortised O(m d)); see reserve().
    */
   void add(ConstRowMatrixRef<Scalar> vectors, ConstIdRef ids) {
@@ -236,6 +258,7 @@ class FlatIndex {
     KSHOT_CHECK(ids.size() == vectors.rows(), where,
                 detail::cat("ids has ", ids.size(), " entries but vectors has ", vectors.rows(), " rows"));
     detail::check_finite(vectors, where, "vectors");
+    if (metric_ != SearchMetric::cosine) check_norms(vectors, where, "vectors");
     const Index m = vectors.rows();
     std::vector<ItemId> sorted(ids.data(), ids.data() + m);
     std::sort(sorted.begin(), sorted.end());
@@ -328,7 +351,11 @@ class FlatIndex {
    * @param options allow-bitset, predicate and per-query exclusions (see SearchOptions). Excluded ids that are
    * not in the index are ignored.
    * @throws std::invalid_argument if k < 1, queries does not have dim() columns, a query value is not finite,
-   * or options.exclude does not hold exactly nq lists.
+   * a query's squared norm exceeds max_squared_norm (inner product and squared Euclidean), or options.exclude
+   * does not hold exactly nq lists.
+   * @throws std::length_error, before anything is allocated, if the nq x k result and the k candidates kept per
+   * query of a block need more bytes than can be addressed (PTRDIFF_MAX) or than the machine's physical memory
+   * holds: such a result could not be allocated (k > size() alone is fine; the rows are padded).
    * @note Threads: parallel over (query block, catalogue range) tasks; the result is bitwise the same for any
    * thread count. Allocation: none in kshot's buffers once a search with the same or larger shapes (and the
    * same thread count) has run (see the class notes on Eigen's GEMM).
@@ -345,6 +372,8 @@ class FlatIndex {
           options.exclude->lists() == nq, where,
           detail::cat("options.exclude has ", options.exclude->lists(), " lists but queries has ", nq, " rows"));
     detail::check_finite(queries, where, "queries");
+    check_result_size(nq, k, where);
+    if (metric_ != SearchMetric::cosine) check_norms(queries, where, "queries");
     result.ids.resize(nq, k);
     result.scores.resize(nq, k);
     result.counts.resize(nq);
@@ -519,8 +548,11 @@ class FlatIndex {
    * @brief Reads an index written by save() into a new index, returned only when everything checked.
    * @throws std::runtime_error naming the path and the problem: the file cannot be opened, wrong magic,
    * unknown format version, a scalar size other than sizeof(Scalar), an unknown metric, dimension 0, a count
-   * the file cannot hold, a negative or repeated id, a non-finite value, a truncated file, a checksum
-   * mismatch, or bytes after the checksum.
+   * the file cannot hold, a dimension above detail::index_file_max_unbacked_dim (2^24) in a file with no item,
+   * a negative or repeated id, a non-finite value, a cosine row that is neither zero nor unit (squared norm
+   * within unit_tolerance of 1), an inner-product or squared-Euclidean row whose squared norm exceeds
+   * max_squared_norm, a truncated file, a checksum mismatch, or bytes after the checksum. Every size is
+   * checked against the bytes the file holds before anything is allocated.
    */
   static FlatIndex load(const std::string& path) {
     constexpr const char* where = "kshot::FlatIndex::load()";
@@ -552,6 +584,9 @@ class FlatIndex {
     const std::uint64_t dim = reader.u64("the dimension");
     if (dim < 1 || dim > (std::uint64_t(1) << 31)) reader.fail(detail::cat("invalid dimension ", dim));
     const std::uint64_t count = reader.u64("the item count");
+    if (count == 0 && dim > detail::index_file_max_unbacked_dim)
+      reader.fail(detail::cat("dimension ", dim, " with no stored vector: an empty index file may declare at most ",
+                              detail::index_file_max_unbacked_dim, " dimensions (no bytes of the file back more)"));
     const auto remaining = static_cast<std::uint64_t>(reader.limit() - reader.offset());
     const std::uint64_t row_bytes = 8 + dim * sizeof(Scalar);
     if (count > remaining / row_bytes)
@@ -580,6 +615,23 @@ class FlatIndex {
     }
     if (!detail::all_finite_contiguous(index.data_.data(), static_cast<Index>(index.data_.size())))
       reader.fail("the vectors hold a non-finite value");
+    const auto rows = index.catalogue();
+    for (std::size_t i = 0; i < n; ++i) {
+      double sum = 0.0;
+      for (Index j = 0; j < rows.cols(); ++j) {
+        const auto v = static_cast<double>(rows(static_cast<Index>(i), j));
+        sum += v * v;
+      }
+      if (index.metric_ == SearchMetric::cosine) {
+        if (sum != 0.0 && !(std::abs(sum - 1.0) <= unit_tolerance))
+          reader.fail(detail::cat("vector ", i, " (id ", index.ids_[i], ") has squared norm ", sum,
+                                  " but a cosine index stores unit rows (|squared norm - 1| <= ", unit_tolerance,
+                                  ") or zero rows"));
+      } else if (!(sum <= max_squared_norm)) {
+        reader.fail(detail::cat("vector ", i, " (id ", index.ids_[i], ") has squared norm ", sum, ", more than ",
+                                max_squared_norm, " (a quarter of the largest Scalar), so its scores could overflow"));
+      }
+    }
     if (index.metric_ == SearchMetric::squared_euclidean) {
       const auto stored = index.catalogue();
       for (std::size_t i = 0; i < n; ++i) index.norms_.push_back(squared_norm(stored.row(static_cast<Index>(i))));
@@ -604,14 +656,61 @@ class FlatIndex {
     return static_cast<Scalar>(sum);
   }
 
-  /// dst = x / ||x|| (zero for a zero x), with the norm summed sequentially in double.
+  /// dst = x / ||x|| (zero for a zero x), with the norm summed sequentially in double. A row whose squared norm
+  /// overflows double (values beyond 1e154, double only) is first divided by its largest magnitude, so that it
+  /// still becomes a unit vector rather than zero.
   template <class Row, class Dst>
   static void normalize_row(const Row& x, Dst& dst) {
     double sum = 0.0;
     for (Index j = 0; j < x.size(); ++j) sum += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+    double scale = 1.0;
+    if (KSHOT_UNLIKELY(!std::isfinite(sum))) {
+      for (Index j = 0; j < x.size(); ++j) scale = std::max(scale, std::abs(static_cast<double>(x[j])));
+      sum = 0.0;
+      for (Index j = 0; j < x.size(); ++j) {
+        const double v = static_cast<double>(x[j]) / scale;
+        sum += v * v;
+      }
+    }
     const double norm = std::sqrt(sum);
     for (Index j = 0; j < x.size(); ++j)
-      dst[j] = norm > 0.0 ? static_cast<Scalar>(static_cast<double>(x[j]) / norm) : Scalar(0);
+      dst[j] = norm > 0.0 ? static_cast<Scalar>(static_cast<double>(x[j]) / scale / norm) : Scalar(0);
+  }
+
+  /// Throws unless every row of `x` has a squared norm (summed in double) of at most max_squared_norm.
+  template <class Rows>
+  static void check_norms(const Rows& x, const char* where, const char* name) {
+    for (Index i = 0; i < x.rows(); ++i) {
+      double sum = 0.0;
+      for (Index j = 0; j < x.cols(); ++j) sum += static_cast<double>(x(i, j)) * static_cast<double>(x(i, j));
+      if (KSHOT_UNLIKELY(!(sum <= max_squared_norm)))
+        detail::throw_invalid_argument(
+            where, detail::cat(name, " row ", i, " is finite but its squared norm (", sum, ") exceeds ",
+                               max_squared_norm, " (a quarter of the largest Scalar), so its scores could overflow ",
+                               "the scalar type; rescale the data"));
+    }
+  }
+
+  /// Throws std::length_error unless the result of an nq x k search and its per-query candidate lists fit in
+  /// memory: at most PTRDIFF_MAX bytes and at most the machine's physical memory (where the system reports it).
+  static void check_result_size(Index nq, Index k, const char* where) {
+    const double per_entry = static_cast<double>(sizeof(ItemId) + sizeof(Scalar));
+    const double bytes = static_cast<double>(nq) * static_cast<double>(k) * per_entry +
+                         static_cast<double>(std::min(nq, query_block)) * static_cast<double>(k) *
+                             static_cast<double>(sizeof(detail::Candidate<Scalar>));
+    double limit = static_cast<double>(std::numeric_limits<std::ptrdiff_t>::max());
+    const char* bound = "PTRDIFF_MAX";
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && static_cast<double>(pages) * static_cast<double>(page) < limit) {
+      limit = static_cast<double>(pages) * static_cast<double>(page);
+      bound = "the physical memory";
+    }
+#endif
+    if (KSHOT_UNLIKELY(bytes > limit))
+      throw std::length_error(detail::cat(where, ": k = ", k, " results for each of ", nq, " queries need ", bytes,
+                                          " bytes, more than ", bound, " (", limit,
+                                          " bytes); ask for fewer results per call"));
   }
 
   /// Storage growth for m items in all: geometric, so that repeated small adds stay amortised O(1) per value.

@@ -43,7 +43,8 @@ struct Batch {
 class MPerClassSampler {
  public:
   /**
-   * @throws std::invalid_argument if m < 1, batch_size < m, batch_size is not a multiple of m, a listed
+   * @throws std::invalid_argument if m < 1, batch_size < m, batch_size is not a multiple of m, batch_size exceeds
+   * what a std::vector<Index> can hold (checked before anything is sized by it), a listed
    * class is invalid, a class is too small under throw_error, or fewer than batch_size / m classes remain.
    */
   MPerClassSampler(const ClassIndex& index, Index m, Index batch_size, std::uint64_t seed,
@@ -53,6 +54,10 @@ class MPerClassSampler {
     KSHOT_CHECK(m >= 1, where, detail::cat("m must be at least 1, got ", m));
     KSHOT_CHECK(batch_size >= m && batch_size % m == 0, where,
                 detail::cat("batch_size must be a positive multiple of m = ", m, ", got ", batch_size));
+    const auto most_rows = static_cast<Index>(std::vector<Index>().max_size());
+    KSHOT_CHECK(batch_size <= most_rows, where,
+                detail::cat("batch_size ", batch_size, " exceeds the ", most_rows,
+                            " rows a std::vector<Index> can hold"));
     eligible_ = detail::select_classes(index, std::move(classes), m, small_classes, where, [&](Label c, Index count) {
       return detail::cat("class ", c, " has ", count, " examples but a batch takes m = ", m,
                          " of each class; choose SmallClassPolicy::skip or SmallClassPolicy::with_replacement to allow it");

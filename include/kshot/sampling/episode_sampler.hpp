@@ -81,9 +81,10 @@ class EpisodeSampler {
    * @param[in] classes the classes to draw from (e.g. the novel split); empty means every class of `index`
    * with at least one example.
    * @throws std::invalid_argument if ways, shots or queries < 1, min_shots is not -1 and outside
-   * [1, shots], a listed class is out of range, listed twice or has no example, a class is too small
-   * under SmallClassPolicy::throw_error (naming the class, its count and the need), or fewer than `ways`
-   * classes remain.
+   * [1, shots], ways x (shots + queries) overflows or exceeds what a std::vector<Index> can hold (checked
+   * before anything is sized by it), a listed class is out of range, listed twice or has no example, a class
+   * is too small under SmallClassPolicy::throw_error (naming the class, its count and the need), or fewer
+   * than `ways` classes remain.
    */
   EpisodeSampler(const ClassIndex& index, EpisodeConfig config, std::uint64_t seed, std::vector<Label> classes = {})
       : config_(config), seed_(seed) {
@@ -93,6 +94,14 @@ class EpisodeSampler {
     KSHOT_CHECK(config.queries >= 1, where, detail::cat("queries must be at least 1, got ", config.queries));
     KSHOT_CHECK(config.min_shots == -1 || (config.min_shots >= 1 && config.min_shots <= config.shots), where,
                 detail::cat("min_shots must be -1 or in [1, shots = ", config.shots, "], got ", config.min_shots));
+    // An episode holds ways x (shots + queries) rows: that count must be computable and addressable (a
+    // std::vector<Index> can hold it) before anything is sized by it.
+    const auto most_rows = static_cast<Index>(std::vector<Index>().max_size());
+    KSHOT_CHECK(config.shots <= most_rows - config.queries &&
+                    config.ways <= most_rows / (config.shots + config.queries),
+                where,
+                detail::cat("an episode of ways ", config.ways, " x (shots ", config.shots, " + queries ",
+                            config.queries, ") rows exceeds the ", most_rows, " rows a std::vector<Index> can hold"));
     const Index need = config.shots + config.queries;
     eligible_ = detail::select_classes(index, std::move(classes), need, config.small_classes, where, [&](Label c, Index count) {
       return detail::cat("class ", c, " has ", count, " examples but an episode needs ", need, " of each class (shots ",

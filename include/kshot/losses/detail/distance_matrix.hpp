@@ -557,17 +557,18 @@ class LossDistanceMatrix {
       put(g / floor);
       return;
     }
-    const Scalar gx = g.dot(x);
+    // gx / ‖x‖² and x / ‖x‖ rather than gx / ‖x‖³ and x: ‖x‖³ overflows float from ‖x‖ ≈ 7e12 (which zeroed
+    // the second term of the gradient), while every factor here stays within the range of the norm.
+    const Scalar scale = g.dot(x) / nrm / nrm;
     if (dist_.p == 2) {
-      put(g / nrm - (gx / (nrm * nrm * nrm)) * x);
+      put(g / nrm - scale * (x / nrm));
       return;
     }
-    // d‖x‖_p / dx_k = sign(x_k) |x_k|^(p-1) / ‖x‖_p^(p-1)
+    // d‖x‖_p / dx_k = sign(x_k) |x_k|^(p-1) / ‖x‖_p^(p-1) = sign(x_k) (|x_k| / ‖x‖_p)^(p-1)
     const Scalar p = Scalar(dist_.p);
-    const Scalar scale = gx / (nrm * nrm) / std::pow(nrm, p - Scalar(1));
     for (Index k = 0; k < d_; ++k) {
       const Scalar sg = x[k] > 0 ? Scalar(1) : (x[k] < 0 ? Scalar(-1) : Scalar(0));
-      const Scalar dn = dist_.p == 1 ? sg : sg * std::pow(std::abs(x[k]), p - Scalar(1));
+      const Scalar dn = dist_.p == 1 ? sg : sg * std::pow(std::abs(x[k]) / nrm, p - Scalar(1));
       const Scalar v = g[k] / nrm - scale * dn;
       out[k] = coeff == Scalar(1) ? v : coeff * v;
     }

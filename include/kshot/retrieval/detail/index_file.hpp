@@ -20,6 +20,9 @@ namespace detail {
 inline constexpr char index_file_magic[8] = {'K', 'S', 'H', 'O', 'T', 'I', 'X', '1'};
 /// The index file format version written (and the only one read).
 inline constexpr std::uint32_t index_file_version = 1;
+/// The largest dimension an index file with no item may declare: with no stored vector no byte of the file
+/// backs the dimension, and every later add() or search() would be sized by it.
+inline constexpr std::uint64_t index_file_max_unbacked_dim = std::uint64_t(1) << 24;
 
 /// Writes an index file (little-endian, checksummed: the format helpers every kshot file shares).
 using IndexFileWriter = BinaryWriter;
