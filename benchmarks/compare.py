@@ -192,6 +192,32 @@ PEER_NOTES[("retrieval_flatip_", "faiss.IndexFlatIP")] = (
     "(float rounding at the k-th place only)."
 )
 
+# Compile time (benchmarks/compile_times.py, `scripts/bench compile`): CPU seconds (user + system) of one g++
+# -O2 -march=native compile, not a time per call. Each example against yardstick A (<Eigen/Dense> and one float
+# GEMM), the file holding only <kshot/kshot.hpp> against yardstick B (only <Eigen/Dense>), compiled in the same
+# run; speedup = yardstick seconds / kshot seconds, so "at most 6x the yardstick" is a speedup >= 1/6.
+YARDSTICKS["compile_yardstick_eigen_gemm"] = "eigen_dense_float_gemm"
+YARDSTICKS["compile_yardstick_include_eigen"] = "include_eigen_dense"
+YARDSTICK_OF["compile_example_"] = lambda case: "compile_yardstick_eigen_gemm"
+YARDSTICK_OF["compile_include_kshot"] = lambda case: "compile_yardstick_include_eigen"
+TARGETS["compile_example_"] = {
+    "eigen_dense_float_gemm": (1 / 6, "compiling an example (g++ -O2 -march=native, CPU s) takes at most 6x a file "
+                                      "with <Eigen/Dense> and one float GEMM"),
+}
+TARGETS["compile_include_kshot"] = {
+    "include_eigen_dense": (0.5, "compiling a file holding only #include <kshot/kshot.hpp> takes at most 2x one "
+                                 "holding only #include <Eigen/Dense>"),
+}
+PEER_NOTES[("compile_", "eigen_dense_float_gemm")] = (
+    "compile_* rows are not times per call: kshot_seconds and peer_seconds are the median CPU seconds (user + "
+    "system, from wait4) of one compile (-c) with the examples' flags and definitions at -O2 -march=native "
+    "(benchmarks/compile_times.py); eigen_dense_float_gemm is benchmarks/compile/yardstick_eigen_gemm.cpp, compiled "
+    "right before each example in the same run. A speedup of 0.167 or more means at most 6x the yardstick.")
+PEER_NOTES[("compile_", "include_eigen_dense")] = (
+    "include_eigen_dense is benchmarks/compile/yardstick_include_eigen.cpp (only #include <Eigen/Dense>), compiled "
+    "right before benchmarks/compile/include_kshot.cpp (only #include <kshot/kshot.hpp>) in the same run; a "
+    "speedup of 0.5 or more means at most 2x.")
+
 # ---------------------------------------------------------------------------------------------------------------
 
 SLOWER = 1.05  # a run at more threads this much slower than at 1 thread gets a warning

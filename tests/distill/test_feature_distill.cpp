@@ -9,6 +9,10 @@
 #include <kshot/distill/pkt.hpp>
 #include <kshot/distill/sp.hpp>
 
+#if KSHOT_HAS_EIGEN_TENSOR
+#include <unsupported/Eigen/CXX11/Tensor>  // kshot declares Eigen::Tensor only
+#endif
+
 #include <cmath>
 #include <limits>
 #include <stdexcept>

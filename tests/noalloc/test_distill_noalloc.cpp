@@ -8,6 +8,10 @@
 
 #include <kshot/distill.hpp>
 
+#if KSHOT_HAS_EIGEN_TENSOR
+#include <unsupported/Eigen/CXX11/Tensor>  // kshot declares Eigen::Tensor only
+#endif
+
 #include <doctest/doctest.h>
 
 using namespace kshot;

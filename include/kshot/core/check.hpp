@@ -22,21 +22,43 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define KSHOT_NOINLINE_COLD __attribute__((noinline, cold))
+#define KSHOT_NOINLINE __attribute__((noinline))
 #define KSHOT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define KSHOT_NOINLINE_COLD
+#define KSHOT_NOINLINE
 #define KSHOT_UNLIKELY(x) (x)
 #endif
 
 namespace kshot {
 namespace detail {
 
+/**
+ * @brief The string stream behind cat(), with precision 9. Its members are out of line (noinline), so that each
+ * of cat()'s many instantiations (one per list of argument types, string literals of every length included) is
+ * a few calls rather than an inlined std::ostringstream constructor, str() and destructor: that was about a
+ * tenth of clang's optimiser time on examples/train_protonet.cpp (GCC inlined less of it).
+ */
+class MessageStream {
+ public:
+  KSHOT_NOINLINE MessageStream() { out_.precision(9); }
+  KSHOT_NOINLINE ~MessageStream() {}
+  MessageStream(const MessageStream&) = delete;
+  MessageStream& operator=(const MessageStream&) = delete;
+  /// The stream to insert into.
+  std::ostream& stream() noexcept { return out_; }
+  /// What was inserted so far.
+  KSHOT_NOINLINE std::string str() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+};
+
 /// Concatenates the streamed form of every argument ("labels has ", 12, " entries").
 template <class... Args>
 std::string cat(Args&&... args) {
-  std::ostringstream out;
-  out.precision(9);
-  (out << ... << std::forward<Args>(args));
+  MessageStream out;
+  (out.stream() << ... << std::forward<Args>(args));
   return out.str();
 }
 

@@ -18,9 +18,16 @@
 #include <type_traits>
 
 #if !defined(KSHOT_NO_EIGEN_TENSOR) && __has_include(<unsupported/Eigen/CXX11/Tensor>)
-#include <unsupported/Eigen/CXX11/Tensor>
-/// 1 when the Eigen::Tensor overloads of AttentionTransferLoss are compiled.
+/// 1 when the Eigen::Tensor overloads of AttentionTransferLoss are declared. This header only declares
+/// Eigen::Tensor: include <unsupported/Eigen/CXX11/Tensor> where you make or pass a tensor. (Including the Tensor
+/// module here cost every user of <kshot/kshot.hpp> about 0.7 s of compile time, a sixth of the umbrella's.)
 #define KSHOT_HAS_EIGEN_TENSOR 1
+namespace Eigen {
+// Eigen's own declaration (TensorForwardDeclarations.h) gives the defaults (Options = 0, IndexType =
+// DenseIndex); a declaration without them may come before or after it.
+template <typename Scalar, int NumIndices, int Options, typename IndexType>
+class Tensor;
+}  // namespace Eigen
 #else
 #define KSHOT_HAS_EIGEN_TENSOR 0
 #endif
@@ -86,7 +93,7 @@ class AttentionTransferLoss {
 
 #if KSHOT_HAS_EIGEN_TENSOR
   /// Row-major 4-D tensor N x C x H x W.
-  using Tensor4 = Eigen::Tensor<Scalar, 4, Eigen::RowMajor>;
+  using Tensor4 = Eigen::Tensor<Scalar, 4, Eigen::RowMajor, Eigen::DenseIndex>;
 
   /**
    * @brief The loss over N x C x H x W tensors (mapped without a copy); sets height and width from them.

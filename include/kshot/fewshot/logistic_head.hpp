@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace kshot {
@@ -103,8 +104,8 @@ class LogisticHead {
     // reparametrisation, W x + b = W (x - mu) + (b + W mu), so the minimiser is the same; it removes the
     // near-collinearity of a shared feature component with the bias that slows L-BFGS by orders of
     // magnitude on typical embeddings (all rows with a large common direction).
-    Mat centred = support.template cast<double>();
-    const RowVectorX<double> mean = centred.colwise().mean();
+    Mat centred = support.template cast<Real>();
+    const RowVectorX<Real> mean = centred.colwise().mean();
     centred.rowwise() -= mean;
     optimise(centred, mean, support_labels, classes);
     classes_ = classes;
@@ -142,7 +143,11 @@ class LogisticHead {
   const LogisticFitReport& report() const noexcept { return report_; }
 
  private:
-  using Mat = RowMatrixX<double>;
+  // The solver runs in double whatever Scalar is. Real is double spelled through Scalar, so that the solver's
+  // Eigen expressions are dependent and instantiated only where a LogisticHead is used, not in every file
+  // that includes this header (they were a tenth of the compile time of #include <kshot/kshot.hpp>).
+  using Real = std::conditional_t<std::is_same_v<Scalar, float>, double, double>;
+  using Mat = RowMatrixX<Real>;
 
   // J and its gradient at theta = [W (N x d, row-major) | b (N)], flattened.
   struct Problem {
@@ -152,10 +157,10 @@ class LogisticHead {
     double l2;
     Mat logits;
 
-    double evaluate(const VectorX<double>& theta, VectorX<double>& grad) {
+    double evaluate(const VectorX<Real>& theta, VectorX<Real>& grad) {
       const Index n = x.rows(), d = x.cols(), c = classes;
       const Eigen::Map<const Mat> w(theta.data(), c, d);
-      const Eigen::Map<const VectorX<double>> b(theta.data() + c * d, c);
+      const Eigen::Map<const VectorX<Real>> b(theta.data() + c * d, c);
       logits.noalias() = x * w.transpose();
       logits.rowwise() += b.transpose();
       double value = 0;
@@ -171,7 +176,7 @@ class LogisticHead {
       }
       logits /= double(n);  // now dJ/dlogits
       Eigen::Map<Mat> gw(grad.data(), c, d);
-      Eigen::Map<VectorX<double>> gb(grad.data() + c * d, c);
+      Eigen::Map<VectorX<Real>> gb(grad.data() + c * d, c);
       gw.noalias() = logits.transpose() * x;
       gw += l2 * w;
       gb = logits.colwise().sum().transpose();
@@ -179,13 +184,13 @@ class LogisticHead {
     }
   };
 
-  void optimise(const Mat& x, const RowVectorX<double>& mean, const ConstLabelRef& labels, Index classes) {
+  void optimise(const Mat& x, const RowVectorX<Real>& mean, const ConstLabelRef& labels, Index classes) {
     const LabelVector y = labels;
     const Index d = x.cols(), p = classes * d + classes;
     Problem problem{x, y, classes, options_.l2, Mat(x.rows(), classes)};
-    VectorX<double> theta = VectorX<double>::Zero(p), grad(p), trial(p), trial_grad(p), direction(p);
+    VectorX<Real> theta = VectorX<Real>::Zero(p), grad(p), trial(p), trial_grad(p), direction(p);
     const std::size_t history = static_cast<std::size_t>(options_.history);
-    std::vector<VectorX<double>> s_hist, y_hist;
+    std::vector<VectorX<Real>> s_hist, y_hist;
     std::vector<double> rho_hist;
     std::vector<double> alpha(history);
     report_ = LogisticFitReport{};
@@ -230,7 +235,7 @@ class LogisticHead {
       }
       report_.iterations = iter + 1;
       if (!accepted || !(trial_value < value)) break;  // stalled at rounding level
-      VectorX<double> s = trial - theta, yv = trial_grad - grad;
+      VectorX<Real> s = trial - theta, yv = trial_grad - grad;
       const double sy = s.dot(yv);
       theta.swap(trial);
       grad.swap(trial_grad);
@@ -250,8 +255,8 @@ class LogisticHead {
     if (!report_.converged && grad.cwiseAbs().maxCoeff() <= options_.tolerance) report_.converged = true;
     report_.gradient_max = grad.cwiseAbs().maxCoeff();
     const Eigen::Map<const Mat> w(theta.data(), classes, d);
-    weights_ = w.cast<Scalar>();
-    bias_ = (theta.tail(classes) - w * mean.transpose()).cast<Scalar>();
+    weights_ = w.template cast<Scalar>();
+    bias_ = (theta.tail(classes) - w * mean.transpose()).template cast<Scalar>();
   }
 
   LogisticHeadOptions options_;

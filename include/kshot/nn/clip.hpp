@@ -164,6 +164,11 @@ void clip_grad_value_impl(VectorRef<Scalar> grads, double clip_value, bool error
 
 }  // namespace detail
 
+// These four overloads are templates of an unused, defaulted parameter (`kshot::clip_grad_norm(g, 1.0)` calls
+// them as before) rather than plain inline functions: a plain inline function instantiates the float and double
+// implementations in every file that includes this header, used or not, and they were the largest share of the
+// compile time of a file holding only #include <kshot/kshot.hpp>.
+
 /**
  * @brief Scales `grads` in place so that its total norm is at most `max_norm`, exactly as
  * torch.nn.utils.clip_grad_norm_ does, and returns the norm before clipping.
@@ -187,14 +192,15 @@ void clip_grad_value_impl(VectorRef<Scalar> grads, double clip_value, bool error
  * @note Allocates nothing. Runs in parallel over fixed chunks of at least 16384 entries when the vector is
  * long; results are bitwise identical for any thread count.
  */
-inline double clip_grad_norm(VectorRef<float> grads, double max_norm, double norm_type = 2.0,
-                             bool error_if_nonfinite = true) {
+template <int Lazy = 0>
+double clip_grad_norm(VectorRef<float> grads, double max_norm, double norm_type = 2.0, bool error_if_nonfinite = true) {
   return detail::clip_grad_norm_impl<float>(grads, max_norm, norm_type, error_if_nonfinite);
 }
 
 /// @copydoc clip_grad_norm(VectorRef<float>, double, double, bool)
-inline double clip_grad_norm(VectorRef<double> grads, double max_norm, double norm_type = 2.0,
-                             bool error_if_nonfinite = true) {
+template <int Lazy = 0>
+double clip_grad_norm(VectorRef<double> grads, double max_norm, double norm_type = 2.0,
+                      bool error_if_nonfinite = true) {
   return detail::clip_grad_norm_impl<double>(grads, max_norm, norm_type, error_if_nonfinite);
 }
 
@@ -210,12 +216,14 @@ inline double clip_grad_norm(VectorRef<double> grads, double max_norm, double no
  * non-finite entry (the message names it and its index).
  * @note Allocates nothing; parallel over fixed chunks when long; bitwise identical for any thread count.
  */
-inline void clip_grad_value(VectorRef<float> grads, double clip_value, bool error_if_nonfinite = true) {
+template <int Lazy = 0>
+void clip_grad_value(VectorRef<float> grads, double clip_value, bool error_if_nonfinite = true) {
   detail::clip_grad_value_impl<float>(grads, clip_value, error_if_nonfinite);
 }
 
 /// @copydoc clip_grad_value(VectorRef<float>, double, bool)
-inline void clip_grad_value(VectorRef<double> grads, double clip_value, bool error_if_nonfinite = true) {
+template <int Lazy = 0>
+void clip_grad_value(VectorRef<double> grads, double clip_value, bool error_if_nonfinite = true) {
   detail::clip_grad_value_impl<double>(grads, clip_value, error_if_nonfinite);
 }
 
