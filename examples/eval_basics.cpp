@@ -31,20 +31,18 @@ y_true << 3, 0, 1, 0, 2,
           0, 1, 0, 0, 0;
 y_score << 0.9, 0.8, 0.1, 0.3, 0.5,
            0.2, 0.7, 0.7, 0.1, 0.0;
-kshot::ndcg_score(y_true, y_score).mean;               // 0.868356, = sklearn.metrics.ndcg_score
-kshot::ndcg_score(y_true, y_score, 3).mean;            // 0.827736, k=3
-kshot::roc_auc_score(y_true, y_score).mean;            // 0.6875, mean of per-user roc_auc_score
-kshot::average_precision_score(y_true, y_score).mean;  // 0.627778
-kshot::map_at_r(y_true, y_score).mean;                 // 0.777778
+const double ndcg_all = kshot::ndcg_score(y_true, y_score).mean;             // 0.868356, = sklearn.metrics.ndcg_score
+const double ndcg_3 = kshot::ndcg_score(y_true, y_score, 3).mean;             // 0.827736, k=3
+const double auc = kshot::roc_auc_score(y_true, y_score).mean;               // 0.6875, mean of per-user roc_auc_score
+const double ap = kshot::average_precision_score(y_true, y_score).mean;      // 0.627778
+const double map_r = kshot::map_at_r(y_true, y_score).mean;                  // 0.777778
 // ---- end
 std::printf("precision@4 %.3f, recall@4 %.3f, ndcg@4 %.3f, map@4 %.3f, mrr %.3f; skipped users %ld\n", r.precision.mean,
             r.recall.mean, r.ndcg.mean, r.map.mean, r.mrr.mean, static_cast<long>(r.precision.skipped_users));
 std::printf("graded ndcg@4 (exponential gain) %.3f +- %.3f over %ld users\n", ci.mean, ci.half_width,
             static_cast<long>(ci.count));
-std::printf("ndcg_score %.6f, ndcg_score k=3 %.6f, roc_auc %.6f, average precision %.6f, map@r %.6f\n",
-            kshot::ndcg_score(y_true, y_score).mean, kshot::ndcg_score(y_true, y_score, 3).mean,
-            kshot::roc_auc_score(y_true, y_score).mean, kshot::average_precision_score(y_true, y_score).mean,
-            kshot::map_at_r(y_true, y_score).mean);
+std::printf("ndcg_score %.6f, ndcg_score k=3 %.6f, roc_auc %.6f, average precision %.6f, map@r %.6f\n", ndcg_all, ndcg_3,
+            auc, ap, map_r);
 }
 
 void ab_test() {

@@ -19,7 +19,7 @@ int sine_meta_batch() {
   kshot::VectorX<float> meta_grad(model.num_parameters());
 
   std::vector<Task> tasks(25);  // a meta-batch of 25 sine waves, 10 support and 10 query points each
-  for (int iteration = 0; iteration < 100; ++iteration) {
+  for (std::size_t iteration = 0; iteration < 100; ++iteration) {
     for (std::size_t t = 0; t < tasks.size(); ++t) {
       kshot::RandomStream rng(/*seed=*/7, iteration * tasks.size() + t);
       const float amplitude = rng.uniform<float>(0.1f, 5.0f), phase = rng.uniform<float>(0.0f, 3.14159f);
