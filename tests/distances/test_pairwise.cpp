@@ -5,6 +5,7 @@
 
 #include "test_util.hpp"
 
+#include <array>
 #include <tuple>
 
 using namespace kshot;
@@ -46,7 +47,9 @@ void run_forward_cases() {
   // Shapes cross the tile boundaries (256 rows, 512 columns) and the L1 panels.
   const std::tuple<Index, Index, Index> shapes[] = {{1, 1, 1}, {3, 5, 1}, {7, 4, 3}, {300, 530, 9}, {75, 5, 64}};
   std::uint64_t seed = 11;
-  for (const auto& [n, m, d] : shapes) {
+  for (const auto& shape : shapes) {
+    // Plain variables, not structured bindings: CAPTURE's lambda cannot capture a binding before C++20.
+    const Index n = std::get<0>(shape), m = std::get<1>(shape), d = std::get<2>(shape);
     CAPTURE(n);
     CAPTURE(m);
     CAPTURE(d);
@@ -318,11 +321,19 @@ TEST_CASE_TEMPLATE("distances.pairwise: results are bitwise identical for 1 and 
     ThreadCountGuard guard(threads);
     PairwiseDistance<Scalar, Metric> engine;
     RowMatrixX<Scalar> d(600, 530), s(600, 600), ga(600, 40), gb(530, 40), gs(600, 40);
-    engine.compute(a, b, d);
-    engine.compute_self(a, s);
-    engine.backward(a, b, d, w, ga, gb);
-    engine.backward_self(a, s, ws, gs);
-    return std::make_tuple(d, s, ga, gb, gs);
+    // How many parallel regions each call opened (kshot::detail::parallel_regions_opened): at 2 threads every
+    // call must take its parallel path, or comparing it with 1 thread proves nothing.
+    std::array<long long, 4> regions{};
+    auto count = [&](std::size_t k, auto&& call) {
+      const long long before = kshot::detail::parallel_regions_opened().load();
+      call();
+      regions[k] = kshot::detail::parallel_regions_opened().load() - before;
+    };
+    count(0, [&] { engine.compute(a, b, d); });
+    count(1, [&] { engine.compute_self(a, s); });
+    count(2, [&] { engine.backward(a, b, d, w, ga, gb); });
+    count(3, [&] { engine.backward_self(a, s, ws, gs); });
+    return std::make_tuple(d, s, ga, gb, gs, regions);
   };
   auto check_metric = [&](auto metric) {
     INFO(std::string(decltype(metric)::name));
@@ -333,6 +344,13 @@ TEST_CASE_TEMPLATE("distances.pairwise: results are bitwise identical for 1 and 
     CHECK(std::get<2>(one) == std::get<2>(two));
     CHECK(std::get<3>(one) == std::get<3>(two));
     CHECK(std::get<4>(one) == std::get<4>(two));
+#if KSHOT_HAS_OPENMP
+    for (std::size_t k = 0; k < 4; ++k) {
+      CAPTURE(k);
+      CHECK(std::get<5>(one)[k] == 0);
+      CHECK(std::get<5>(two)[k] > 0);
+    }
+#endif
   };
   check_metric(SquaredEuclidean{});
   check_metric(Euclidean{});

@@ -38,12 +38,12 @@ LabelVector cyclic_labels(Index n, Index classes) {
   return l;
 }
 
-struct Episode {
+struct TestEpisode {
   RowMatrixX<double> support, query;
   LabelVector support_labels, query_labels;
 };
 
-Episode reference_episode(const kshot::test::ReferenceCase& ref) {
+TestEpisode reference_episode(const kshot::test::ReferenceCase& ref) {
   return {ref.input("support_features"), ref.input("query_features"), ref.labels("support_labels"),
           ref.labels("query_labels")};
 }
@@ -57,7 +57,7 @@ void check_predictions(const LabelVector& predicted, const RowMatrixX<double>& w
 template <class Model>
 void check_reference(Model model, const char* name, const char* output_name) {
   const auto ref = kshot::test::load_reference(name);
-  const Episode e = reference_episode(ref);
+  const TestEpisode e = reference_episode(ref);
   model.fit(e.support, e.support_labels);
   const RowMatrixX<double> out = model.scores(e.query);
   const double output_error = max_rel_error(out, ref.output(output_name));
@@ -69,8 +69,8 @@ void check_reference(Model model, const char* name, const char* output_name) {
 }
 
 // k well-separated non-negative clusters (PT-MAP's power transform needs the signal in positive values).
-Episode separated_clusters(Index classes, Index shots, Index queries_per_class, Index dim, std::uint64_t seed) {
-  Episode e;
+TestEpisode separated_clusters(Index classes, Index shots, Index queries_per_class, Index dim, std::uint64_t seed) {
+  TestEpisode e;
   e.support = 0.05 * random_matrix<double>(classes * shots, dim, seed);
   e.query = 0.05 * random_matrix<double>(classes * queries_per_class, dim, seed + 1);
   e.support_labels = cyclic_labels(classes * shots, classes);
@@ -84,7 +84,7 @@ Episode separated_clusters(Index classes, Index shots, Index queries_per_class, 
 
 template <class Model>
 void check_separated(Model model) {
-  const Episode e = separated_clusters(5, 3, 4, 8, 77);
+  const TestEpisode e = separated_clusters(5, 3, 4, 8, 77);
   model.fit(e.support, e.support_labels);
   const LabelVector predicted = model.predict(e.query);
   for (Index i = 0; i < predicted.size(); ++i) CHECK(predicted[i] == e.query_labels[i]);
@@ -130,7 +130,7 @@ void check_query_permutation(Model model) {
 // The float path against the double path on the same episode.
 template <template <class> class Model>
 void check_float_matches_double(const char* reference, double tolerance) {
-  const Episode e = reference_episode(kshot::test::load_reference(reference));
+  const TestEpisode e = reference_episode(kshot::test::load_reference(reference));
   Model<double> d;
   Model<float> f;
   d.fit(e.support, e.support_labels);
@@ -356,7 +356,7 @@ TEST_CASE("fewshot.transductive: degenerate inputs give finite outputs") {
 }
 
 TEST_CASE("fewshot.transductive: soft assignments are distributions") {
-  const Episode e = reference_episode(kshot::test::load_reference("easyfsl_ptmap_default"));
+  const TestEpisode e = reference_episode(kshot::test::load_reference("easyfsl_ptmap_default"));
   LaplacianShot<double> laplacian;
   laplacian.fit(e.support, e.support_labels);
   const RowMatrixX<double> y = laplacian.scores(e.query);
@@ -397,7 +397,7 @@ TEST_CASE("fewshot.transductive: LaplacianShot graph has knn - 1 nearest other q
 }
 
 TEST_CASE("fewshot.transductive: copies and repeated calls give identical results") {
-  const Episode e = reference_episode(kshot::test::load_reference("easyfsl_tim_default"));
+  const TestEpisode e = reference_episode(kshot::test::load_reference("easyfsl_tim_default"));
   TIM<double> tim;
   tim.fit(e.support, e.support_labels);
   TIM<double> copy = tim;

@@ -94,7 +94,7 @@ class KDLoss {
 
   /// Pre-sizes the buffers for N x C logits.
   void reserve(Index n, Index c) {
-    for (std::size_t slot : {0, 1, 2, 4}) ws_.reserve(slot, n * c);
+    for (std::size_t slot : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{4}}) ws_.reserve(slot, n * c);
     ws_.reserve(3, 2 * n);
   }
 
