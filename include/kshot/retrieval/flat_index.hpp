@@ -617,11 +617,7 @@ class FlatIndex {
       reader.fail("the vectors hold a non-finite value");
     const auto rows = index.catalogue();
     for (std::size_t i = 0; i < n; ++i) {
-      double sum = 0.0;
-      for (Index j = 0; j < rows.cols(); ++j) {
-        const auto v = static_cast<double>(rows(static_cast<Index>(i), j));
-        sum += v * v;
-      }
+      const double sum = squared_norm_in_double(rows.row(static_cast<Index>(i)));
       if (index.metric_ == SearchMetric::cosine) {
         if (sum != 0.0 && !(std::abs(sum - 1.0) <= unit_tolerance))
           reader.fail(detail::cat("vector ", i, " (id ", index.ids_[i], ") has squared norm ", sum,
@@ -631,10 +627,7 @@ class FlatIndex {
         reader.fail(detail::cat("vector ", i, " (id ", index.ids_[i], ") has squared norm ", sum, ", more than ",
                                 max_squared_norm, " (a quarter of the largest Scalar), so its scores could overflow"));
       }
-    }
-    if (index.metric_ == SearchMetric::squared_euclidean) {
-      const auto stored = index.catalogue();
-      for (std::size_t i = 0; i < n; ++i) index.norms_.push_back(squared_norm(stored.row(static_cast<Index>(i))));
+      if (index.metric_ == SearchMetric::squared_euclidean) index.norms_.push_back(static_cast<Scalar>(sum));
     }
     return index;
   }
@@ -651,9 +644,16 @@ class FlatIndex {
   /// ||x||^2 summed sequentially in double (independent of alignment and vectorisation).
   template <class Row>
   static Scalar squared_norm(const Row& x) {
+    return static_cast<Scalar>(squared_norm_in_double(x));
+  }
+
+  /// The squared norm of a row, summed sequentially in double (the one sum behind squared_norm(), the norm
+  /// checks and load()'s checks).
+  template <class Row>
+  static double squared_norm_in_double(const Row& x) {
     double sum = 0.0;
     for (Index j = 0; j < x.size(); ++j) sum += static_cast<double>(x[j]) * static_cast<double>(x[j]);
-    return static_cast<Scalar>(sum);
+    return sum;
   }
 
   /// dst = x / ||x|| (zero for a zero x), with the norm summed sequentially in double. A row whose squared norm
@@ -681,8 +681,7 @@ class FlatIndex {
   template <class Rows>
   static void check_norms(const Rows& x, const char* where, const char* name) {
     for (Index i = 0; i < x.rows(); ++i) {
-      double sum = 0.0;
-      for (Index j = 0; j < x.cols(); ++j) sum += static_cast<double>(x(i, j)) * static_cast<double>(x(i, j));
+      const double sum = squared_norm_in_double(x.row(i));
       if (KSHOT_UNLIKELY(!(sum <= max_squared_norm)))
         detail::throw_invalid_argument(
             where, detail::cat(name, " row ", i, " is finite but its squared norm (", sum, ") exceeds ",
@@ -698,6 +697,8 @@ class FlatIndex {
     const double bytes = static_cast<double>(nq) * static_cast<double>(k) * per_entry +
                          static_cast<double>(std::min(nq, query_block)) * static_cast<double>(k) *
                              static_cast<double>(sizeof(detail::Candidate<Scalar>));
+    // Every realistic search stops here, before the system call below (a search of one query runs in microseconds).
+    if (bytes < 1073741824.0) return;
     double limit = static_cast<double>(std::numeric_limits<std::ptrdiff_t>::max());
     const char* bound = "PTRDIFF_MAX";
 #if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
