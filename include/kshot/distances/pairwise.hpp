@@ -10,6 +10,7 @@
 
 #include "kshot/core/check.hpp"
 #include "kshot/core/config.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/core/workspace.hpp"
@@ -230,7 +231,7 @@ class PairwiseDistance {
         for (Index c0 = 0; c0 < m; c0 += tc) {
           const Index nc = std::min(tc, m - c0);
           auto tile = out.block(r0, c0, nr, nc);
-          tile.noalias() = Gemm::alpha * a_panel * b.middleRows(c0, nc).transpose();
+          detail::gemm_assign(tile, a_panel, b.middleRows(c0, nc).transpose(), Scalar(Gemm::alpha));
           if constexpr (Gemm::has_stat) {
             const auto sb = stats_b.segment(c0, nc).transpose();
             for (Index i = 0; i < nr; ++i) Gemm::finish_row(tile.row(i), stats_a[r0 + i], sb);
@@ -277,7 +278,7 @@ class PairwiseDistance {
         for (Index q = p; q < panels; ++q) {
           const Index c0 = q * t, nc = std::min(t, n - c0);
           auto tile = out.block(r0, c0, nr, nc);
-          tile.noalias() = Gemm::alpha * a_panel * a.middleRows(c0, nc).transpose();
+          detail::gemm_assign(tile, a_panel, a.middleRows(c0, nc).transpose(), Scalar(Gemm::alpha));
           if constexpr (Gemm::has_stat) {
             const auto sb = stats.segment(c0, nc).transpose();
             for (Index i = 0; i < nr; ++i) Gemm::finish_row(tile.row(i), stats[r0 + i], sb);
@@ -348,7 +349,7 @@ class PairwiseDistance {
       detail::parallel_for(detail::ceil_div(n, t), parallel, [&](Index panel) {
         const Index r0 = panel * t, nr = std::min(t, n - r0);
         auto out = grad_a.middleRows(r0, nr);
-        out.noalias() = h.middleRows(r0, nr) * b;
+        detail::gemm_assign(out, h.middleRows(r0, nr), b);
         if constexpr (Gemm::needs_q)
           for (Index i = r0; i < r0 + nr; ++i) out.row(i - r0) += (Gemm::rscale(stats_a[i]) * row_q[i]) * a.row(i);
       });
@@ -356,7 +357,7 @@ class PairwiseDistance {
       detail::parallel_for(detail::ceil_div(m, t), parallel, [&](Index panel) {
         const Index c0 = panel * t, nc = std::min(t, m - c0);
         auto out = grad_b.middleRows(c0, nc);
-        out.noalias() = h.middleCols(c0, nc).transpose() * a;
+        detail::gemm_assign(out, h.middleCols(c0, nc).transpose(), a);
         if constexpr (Gemm::needs_q)
           for (Index j = c0; j < c0 + nc; ++j) out.row(j - c0) += (Gemm::rscale(stats_b[j]) * col_q[j]) * b.row(j);
       });
@@ -410,7 +411,7 @@ class PairwiseDistance {
       detail::parallel_for(detail::ceil_div(n, t), parallel, [&](Index panel) {
         const Index r0 = panel * t, nr = std::min(t, n - r0);
         auto out = grad_a.middleRows(r0, nr);
-        out.noalias() = h.middleRows(r0, nr) * a;
+        detail::gemm_assign(out, h.middleRows(r0, nr), a);
         if constexpr (Gemm::needs_q)
           for (Index i = r0; i < r0 + nr; ++i) out.row(i - r0) += (Gemm::rscale(stats[i]) * row_q[i]) * a.row(i);
       });

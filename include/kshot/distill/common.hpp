@@ -24,6 +24,7 @@
 #define KSHOT_DISTILL_COMMON_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 
@@ -70,7 +71,7 @@ void distill_product(Dst& dst, const Lhs& lhs, const Rhs& rhs, Scalar alpha) {
   const double work = double(rows) * double(dst.cols()) * double(lhs.cols());
   parallel_for(blocks, worth_parallel(blocks, work), [&](Index b) {
     const Index r0 = b * distill_product_block, r = std::min(distill_product_block, rows - r0);
-    dst.middleRows(r0, r).noalias() = alpha * (lhs.middleRows(r0, r) * rhs);
+    gemm_assign(dst.middleRows(r0, r), lhs.middleRows(r0, r), rhs, alpha);
   });
 }
 

@@ -9,6 +9,7 @@
 #define KSHOT_DISTILL_FITNET_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/random.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
@@ -144,7 +145,7 @@ class FitNetLoss {
         Eigen::Map<const RowMatrixX<Scalar>, 0, Eigen::OuterStride<>> xi(s.data() + i * s.outerStride(), cs, hw,
                                                                           Eigen::OuterStride<>(hw));
         Eigen::Map<RowMatrixX<Scalar>> ri(R.data() + i * m, ct, hw);
-        ri.noalias() = weight * xi;
+        detail::gemm_assign(ri, weight, xi);
         if (use_bias) ri.colwise() += bias;
         ri -= Eigen::Map<const RowMatrixX<Scalar>, 0, Eigen::OuterStride<>>(t.data() + i * t.outerStride(), ct, hw,
                                                                            Eigen::OuterStride<>(hw));
@@ -174,7 +175,7 @@ class FitNetLoss {
         Eigen::Map<RowMatrixX<Scalar>, 0, Eigen::OuterStride<>> gi(g.data() + i * g.outerStride(), cs, hw,
                                                                    Eigen::OuterStride<>(hw));
         Eigen::Map<const RowMatrixX<Scalar>> ri(R.data() + i * m, ct, hw);
-        gi.noalias() = weight.transpose() * ri;
+        detail::gemm_assign(gi, weight.transpose(), ri);
       });
     }
     if (gw != nullptr) {

@@ -10,6 +10,7 @@
 #define KSHOT_DISTILL_RKD_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/core/workspace.hpp"
@@ -287,7 +288,7 @@ class RKDLoss {
     auto teacher_row = [&](Index i, Index j, Index chunk, auto&& b, auto&& wt) {
       if (teacher_.explicit_apex[static_cast<std::size_t>(i)]) {
         auto Ut = teacher_units.middleRows(chunk * n, n);
-        b.noalias() = (Ut * Ut.row(j).transpose()).transpose();
+        detail::gemm_assign(b, Ut.row(j), Ut.transpose());
       } else {
         b = ((GT.row(j).array() - wt[j] - wt.array()) * RT.row(i).array()) * RT(i, j);
       }
@@ -389,9 +390,9 @@ class RKDLoss {
           if (!student_.explicit_apex[static_cast<std::size_t>(i)]) continue;
           ++explicit_apexes_;
           explicit_units(0, i, n, d, student_units, nrm);
-          A.noalias() = student_units * student_units.transpose();
+          detail::gemm_assign(A, student_units, student_units.transpose());
           explicit_units(8, i, n, dt, Ut, nrm_t);
-          T.noalias() = Ut * Ut.transpose();
+          detail::gemm_assign(T, Ut, Ut.transpose());
           Scalar value = 0;
           for (Index j = 0; j < n; ++j)
             for (Index k = 0; k < n; ++k) {
@@ -402,7 +403,7 @@ class RKDLoss {
           apex_value[i] = value;
           if (!want) continue;
           T = A + A.transpose();  // S
-          dU.noalias() = T * student_units;
+          detail::gemm_assign(dU, T, student_units);
           const Scalar eps = detail::normalize_eps<Scalar>();
           for (Index j = 0; j < n; ++j) {
             if (j == i) continue;

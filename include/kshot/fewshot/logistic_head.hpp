@@ -9,6 +9,7 @@
 #define KSHOT_FEWSHOT_LOGISTIC_HEAD_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/fewshot/common.hpp"
 
@@ -121,7 +122,7 @@ class LogisticHead {
     KSHOT_CHECK(classes_ > 0, where, "fit() has not been called");
     detail::check_query(query, weights_.cols(), where);
     detail::check_shape(out, query.rows(), classes_, where, "out");
-    out.noalias() = query * weights_.transpose();
+    detail::gemm_assign(out, query, weights_.transpose());
     out.rowwise() += bias_.transpose();
   }
 
@@ -161,7 +162,7 @@ class LogisticHead {
       const Index n = x.rows(), d = x.cols(), c = classes;
       const Eigen::Map<const Mat> w(theta.data(), c, d);
       const Eigen::Map<const VectorX<Real>> b(theta.data() + c * d, c);
-      logits.noalias() = x * w.transpose();
+      detail::gemm_assign(logits, x, w.transpose());
       logits.rowwise() += b.transpose();
       double value = 0;
       for (Index j = 0; j < n; ++j) {
@@ -177,7 +178,7 @@ class LogisticHead {
       logits /= double(n);  // now dJ/dlogits
       Eigen::Map<Mat> gw(grad.data(), c, d);
       Eigen::Map<VectorX<Real>> gb(grad.data() + c * d, c);
-      gw.noalias() = logits.transpose() * x;
+      detail::gemm_assign(gw, logits.transpose(), x);
       gw += l2 * w;
       gb = logits.colwise().sum().transpose();
       return value / double(n) + 0.5 * l2 * w.squaredNorm();

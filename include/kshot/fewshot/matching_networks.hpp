@@ -9,6 +9,7 @@
 #define KSHOT_FEWSHOT_MATCHING_NETWORKS_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/distances/metrics.hpp"
 #include "kshot/distances/pairwise.hpp"
@@ -89,7 +90,7 @@ class MatchingNetworks {
     detail::check_query(query, normalized_.cols(), where);
     detail::check_shape(out, query.rows(), classes_, where, "out");
     attention(query);
-    out.noalias() = attention_ * onehot_;
+    detail::gemm_assign(out, attention_, onehot_);
     out = (out.array() + epsilon_).log();
   }
 
@@ -203,7 +204,7 @@ class MatchingNetworks {
                   detail::cat("query_labels[", i, "] = ", query_labels[i], " is outside [0, ", classes_, ")"));
     attention(query);
     class_probs_.resize(query.rows(), classes_);
-    class_probs_.noalias() = attention_ * onehot_;
+    detail::gemm_assign(class_probs_, attention_, onehot_);
     Scalar total = 0;
     for (Index i = 0; i < query.rows(); ++i) total -= std::log(class_probs_(i, query_labels[i]) + epsilon_);
     return total / Scalar(query.rows());

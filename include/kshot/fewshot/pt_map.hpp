@@ -9,6 +9,7 @@
 #define KSHOT_FEWSHOT_PT_MAP_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/distances/pairwise.hpp"
 #include "kshot/fewshot/common.hpp"
@@ -109,7 +110,7 @@ class PTMAP {
     for (Index step = 0; step < fine_tuning_steps; ++step) {
       soft_assignments(plan_);
       // Weighted means of support (one-hot) and queries (soft), then a step of size lr towards them.
-      targets_.noalias() = plan_.transpose() * query_;
+      detail::gemm_assign(targets_, plan_.transpose(), query_);
       targets_ += support_sums_;
       mass_ = plan_.colwise().sum().transpose() + counts_;
       for (Index c = 0; c < classes_; ++c)

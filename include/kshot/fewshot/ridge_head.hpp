@@ -10,6 +10,7 @@
 #define KSHOT_FEWSHOT_RIDGE_HEAD_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/fewshot/common.hpp"
 
@@ -101,7 +102,7 @@ class RidgeHead {
     KSHOT_CHECK(classes_ > 0, where, "fit() has not been called");
     detail::check_query(query, weights_.rows(), where);
     detail::check_shape(out, query.rows(), classes_, where, "out");
-    out.noalias() = query * weights_;
+    detail::gemm_assign(out, query, weights_);
     out = scale_ * out.array() + bias_;
   }
 
@@ -153,17 +154,17 @@ class RidgeHead {
     const auto& g = probs_;
     grad_params.bias = g.sum();
     grad_params.scale = (g.array() * raw_.array()).sum();
-    grad_query.noalias() = scale_ * g * weights_.transpose();
+    detail::gemm_assign(grad_query, g, weights_.transpose(), scale_);
     // W_bar = scale Q^T G (d x N); B = K^{-1} X W_bar (n x N).
-    grad_weights_.noalias() = scale_ * query.transpose() * g;
-    solve_rhs_.noalias() = support * grad_weights_;
+    detail::gemm_assign(grad_weights_, query.transpose(), g, scale_);
+    detail::gemm_assign(solve_rhs_, support, grad_weights_);
     solve(solve_rhs_, beta_);
     grad_params.lambda = -(beta_.array() * alpha_.array()).sum();
     // dL/dX = A W_bar^T - (B A^T + A B^T) X; the n x n middle factor keeps it to small GEMMs.
-    kernel_grad_.noalias() = beta_ * alpha_.transpose();
+    detail::gemm_assign(kernel_grad_, beta_, alpha_.transpose());
     kernel_grad_ += kernel_grad_.transpose().eval();
-    grad_support.noalias() = alpha_ * grad_weights_.transpose();
-    grad_support.noalias() -= kernel_grad_ * support;
+    detail::gemm_assign(grad_support, alpha_, grad_weights_.transpose());
+    detail::gemm_add(grad_support, kernel_grad_, support, Scalar(-1));
     return value;
   }
 
@@ -190,7 +191,7 @@ class RidgeHead {
     const Index n = support.rows();
     // K = X X^T + lambda I is symmetric positive definite for lambda > 0.
     kernel_.resize(n, n);
-    kernel_.noalias() = support * support.transpose();
+    detail::gemm_assign(kernel_, support, support.transpose());
     kernel_.diagonal().array() += lambda_;
     llt_.compute(kernel_);
     use_ldlt_ = llt_.info() != Eigen::Success;
@@ -199,7 +200,7 @@ class RidgeHead {
     for (Index j = 0; j < n; ++j) onehot_(j, support_labels[j]) = Scalar(1);
     solve(onehot_, alpha_);
     weights_.resize(support.cols(), classes_);
-    weights_.noalias() = support.transpose() * alpha_;
+    detail::gemm_assign(weights_, support.transpose(), alpha_);
   }
 
   Scalar forward(const ConstRowMatrixRef<Scalar>& support, const ConstLabelRef& support_labels,
@@ -213,7 +214,7 @@ class RidgeHead {
       KSHOT_CHECK(query_labels[i] >= 0 && query_labels[i] < classes_, where,
                   detail::cat("query_labels[", i, "] = ", query_labels[i], " is outside [0, ", classes_, ")"));
     raw_.resize(query.rows(), classes_);
-    raw_.noalias() = query * weights_;
+    detail::gemm_assign(raw_, query, weights_);
     probs_ = scale_ * raw_.array() + bias_;
     // Cross-entropy by log-sum-exp; probs_ ends as the softmax.
     Scalar total = 0;

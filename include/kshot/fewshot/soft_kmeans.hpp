@@ -9,6 +9,7 @@
 #define KSHOT_FEWSHOT_SOFT_KMEANS_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/distances/pairwise.hpp"
 #include "kshot/fewshot/common.hpp"
@@ -131,7 +132,7 @@ class SoftKMeans {
       softmax_rows<Scalar>(logits_, assignments_);
       // Denominators are >= n_c >= 1, so the update is always defined.
       prototypes_ = support_sums_;
-      prototypes_.noalias() += assignments_.transpose() * query;
+      detail::gemm_add(prototypes_, assignments_.transpose(), query);
       mass_ = counts_ + assignments_.colwise().sum().transpose();
       for (Index c = 0; c < classes_; ++c) prototypes_.row(c) /= mass_[c];
     }

@@ -9,6 +9,7 @@
 #define KSHOT_FEWSHOT_TIM_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/distances/pairwise.hpp"
 #include "kshot/fewshot/common.hpp"
@@ -217,14 +218,14 @@ class TIM {
     const Index n = support_unit_.rows(), q = query_unit_.rows();
     normalize_rows(prototypes_in, prototypes_unit_, prototype_norms_);
     // Support: logits, log-softmax, cross-entropy; d/dz = w_ce (softmax - onehot) / n.
-    support_logits_.noalias() = temperature * support_unit_ * prototypes_unit_.transpose();
+    detail::gemm_assign(support_logits_, support_unit_, prototypes_unit_.transpose(), Scalar(temperature));
     support_log_probs_.resize(n, classes_);
     log_softmax_rows<Scalar>(support_logits_, support_log_probs_);
     Scalar cross_entropy = 0;
     for (Index i = 0; i < n; ++i) cross_entropy -= support_log_probs_(i, labels_[i]);
     cross_entropy /= Scalar(n);
     // Queries: softmax, conditional entropy, marginal entropy.
-    query_logits_.noalias() = temperature * query_unit_ * prototypes_unit_.transpose();
+    detail::gemm_assign(query_logits_, query_unit_, prototypes_unit_.transpose(), Scalar(temperature));
     query_probs_.resize(q, classes_);
     softmax_rows<Scalar>(query_logits_, query_probs_);
     Scalar conditional = 0;
@@ -260,8 +261,8 @@ class TIM {
     }
     // dL/dP_unit = Gs^T S_unit + Gq^T Q_unit, then through x / max(||x||, eps).
     RowMatrixRef<Scalar>& g = *grad;
-    g.noalias() = support_logits_.transpose() * support_unit_;
-    g.noalias() += query_logits_.transpose() * query_unit_;
+    detail::gemm_assign(g, support_logits_.transpose(), support_unit_);
+    detail::gemm_add(g, query_logits_.transpose(), query_unit_);
     for (Index c = 0; c < classes_; ++c) {
       const Scalar norm = prototype_norms_[c];
       if (norm > norm_floor) {

@@ -9,6 +9,7 @@
 #define KSHOT_NN_LINEAR_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/random.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
@@ -187,9 +188,9 @@ class Linear final : public Layer<Scalar> {
       auto yb = y.middleRows(r0, r);
       if (has_bias_) {
         yb.rowwise() = bias_row(params_);
-        yb.noalias() += x.middleRows(r0, r) * W.transpose();
+        detail::gemm_add(yb, x.middleRows(r0, r), W.transpose());
       } else {
-        yb.noalias() = x.middleRows(r0, r) * W.transpose();
+        detail::gemm_assign(yb, x.middleRows(r0, r), W.transpose());
       }
     });
   }
@@ -236,8 +237,8 @@ class Linear final : public Layer<Scalar> {
         yb.rowwise() = bias_row(v);
       else
         yb.setZero();
-      yb.noalias() += x.middleRows(r0, r) * VW.transpose();
-      if (!rx_zero_) yb.noalias() += rx.middleRows(r0, r) * W.transpose();
+      detail::gemm_add(yb, x.middleRows(r0, r), VW.transpose());
+      if (!rx_zero_) detail::gemm_add(yb, rx.middleRows(r0, r), W.transpose());
     });
   }
 
@@ -307,8 +308,8 @@ class Linear final : public Layer<Scalar> {
     Eigen::Map<RowMatrixX<Scalar>> gW(g, out_, in_);
     const Index n = x_rows_;
     detail::for_row_blocks(out_, work(n, in_, out_) * (b ? 2 : 1), [&](Index r0, Index r) {
-      gW.middleRows(r0, r).noalias() += a.middleCols(r0, r).transpose() * x;
-      if (b != nullptr) gW.middleRows(r0, r).noalias() += b->middleCols(r0, r).transpose() * z;
+      detail::gemm_add(gW.middleRows(r0, r), a.middleCols(r0, r).transpose(), x);
+      if (b != nullptr) detail::gemm_add(gW.middleRows(r0, r), b->middleCols(r0, r).transpose(), z);
     });
     if (has_bias_) {
       Eigen::Map<RowVectorX<Scalar>> gb(g + out_ * in_, out_);
@@ -322,8 +323,8 @@ class Linear final : public Layer<Scalar> {
     const ConstWeightMap W(w, out_, in_);
     detail::for_row_blocks(x_rows_, work(x_rows_, in_, out_) * (b ? 2 : 1), [&](Index r0, Index r) {
       auto db = dst.middleRows(r0, r);
-      db.noalias() = a.middleRows(r0, r) * W;
-      if (b != nullptr) db.noalias() += b->middleRows(r0, r) * ConstWeightMap(v, out_, in_);
+      detail::gemm_assign(db, a.middleRows(r0, r), W);
+      if (b != nullptr) detail::gemm_add(db, b->middleRows(r0, r), ConstWeightMap(v, out_, in_));
     });
   }
 

@@ -9,6 +9,7 @@
 #define KSHOT_RECOMMEND_COLD_ITEM_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/random.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
@@ -49,7 +50,7 @@ class InBatchSoftmax {
     logits_.resize(nq, B);
     const double work = double(nq) * double(B) * double(emb.cols());
     for_row_blocks(nq, work, [&](Index r0, Index r) {
-      logits_.middleRows(r0, r).noalias() = (queries.middleRows(r0, r) * emb.transpose()) * inv_t;
+      gemm_assign(logits_.middleRows(r0, r), queries.middleRows(r0, r), emb.transpose(), inv_t);
     });
     double loss = 0.0;
     const Scalar a = nq > 0 ? static_cast<Scalar>(1.0 / double(nq)) * inv_t : Scalar(0);
@@ -68,7 +69,7 @@ class InBatchSoftmax {
     }
     if (grad != nullptr) {
       for_row_blocks(B, work, [&](Index r0, Index r) {
-        grad->middleRows(r0, r).noalias() = logits_.middleCols(r0, r).transpose() * queries;
+        gemm_assign(grad->middleRows(r0, r), logits_.middleCols(r0, r).transpose(), queries);
       });
     }
     return nq > 0 ? loss / double(nq) : 0.0;

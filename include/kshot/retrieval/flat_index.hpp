@@ -26,6 +26,7 @@
 #define KSHOT_RETRIEVAL_FLAT_INDEX_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/retrieval/detail/index_file.hpp"
@@ -470,7 +471,7 @@ class FlatIndex {
             if (lazy) {
               S.noalias() = Q.middleRows(q0, qr).lazyProduct(stored.middleRows(c0, cr).transpose());
             } else {
-              S.noalias() = Q.middleRows(q0, qr) * stored.middleRows(c0, cr).transpose();
+              detail::gemm_assign(S, Q.middleRows(q0, qr), stored.middleRows(c0, cr).transpose());
             }
             for (Index r = 0; r < qr; ++r) {
               Scalar* keys = buffer + r * cr;

@@ -10,6 +10,7 @@
 #define KSHOT_LOSSES_DETAIL_DISTANCE_MATRIX_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/core/workspace.hpp"
@@ -400,7 +401,7 @@ class LossDistanceMatrix {
     const double work = double(rows) * double(dst.cols()) * double(lhs.cols());
     parallel_for(blocks, worth_parallel(blocks, work), [&](Index b) {
       const Index r0 = b * product_block, r = std::min(product_block, rows - r0);
-      dst.middleRows(r0, r).noalias() = alpha * (lhs.middleRows(r0, r) * rhs);
+      gemm_assign(dst.middleRows(r0, r), lhs.middleRows(r0, r), rhs, alpha);
     });
   }
 
@@ -647,7 +648,7 @@ class LossDistanceMatrix {
           } else
 #endif
           {
-            M.block(r0, 0, r1 - r0, r1).noalias() = alpha * (Xt.middleRows(r0, r1 - r0) * Xt.topRows(r1).transpose());
+            gemm_assign(M.block(r0, 0, r1 - r0, r1), Xt.middleRows(r0, r1 - r0), Xt.topRows(r1).transpose(), alpha);
           }
           if (!lp) return;
           const VecMap sq = thread_sq(t);
@@ -763,7 +764,7 @@ class LossDistanceMatrix {
     }
 #endif
     (void)t;
-    dst.middleRows(r0, r1 - r0).noalias() = lhs.middleRows(r0, r1 - r0) * rhs;
+    gemm_assign(dst.middleRows(r0, r1 - r0), lhs.middleRows(r0, r1 - r0), rhs);
   }
 
   /**
