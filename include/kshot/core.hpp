@@ -10,6 +10,7 @@
 
 #include "kshot/core/check.hpp"
 #include "kshot/core/config.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/random.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"

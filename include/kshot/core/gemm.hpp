@@ -17,6 +17,7 @@
 #define KSHOT_CORE_GEMM_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 
 #include <algorithm>
@@ -39,6 +40,11 @@ struct GemmOperand {
   Index op_rows() const noexcept { return trans ? cols : rows; }
   /// Columns of op(operand).
   Index op_cols() const noexcept { return trans ? rows : cols; }
+  /// Rows [r0, r0 + r) of op(operand), as an operand.
+  GemmOperand op_row_block(Index r0, Index r) const noexcept {
+    return trans ? GemmOperand{data + r0, rows, r, stride, true}
+                 : GemmOperand{data + r0 * stride, r, cols, stride, false};
+  }
 };
 
 /**
@@ -66,8 +72,8 @@ GemmOperand<typename Derived::Scalar> gemm_operand(const Eigen::MatrixBase<Deriv
  * Out of line: each scalar type compiles the four operand orders once per translation unit.
  */
 template <class Scalar>
-KSHOT_NOINLINE void gemm(const GemmOperand<Scalar>& a, const GemmOperand<Scalar>& b, Scalar* c, Index ldc,
-                         Scalar alpha, bool accumulate) {
+KSHOT_NOINLINE void gemm(const GemmOperand<Scalar>& a, const GemmOperand<Scalar>& b, Scalar* c, Index ldc, Scalar alpha,
+                         bool accumulate) {
   static_assert(std::is_floating_point_v<Scalar>, "kshot::detail::gemm(): Scalar must be a floating-point type");
   const Index m = a.op_rows(), k = a.op_cols(), n = b.op_cols();
   KSHOT_ASSERT(b.op_rows() == k);
@@ -102,8 +108,8 @@ KSHOT_NOINLINE void gemm(const GemmOperand<Scalar>& a, const GemmOperand<Scalar>
   // A row-major X read transposed is a column-major matrix over the same storage. The GEMM driver is Eigen's
   // own, called directly: the product expression would also compile a coefficient-based product for tiny sizes
   // and two matrix-vector paths for every operand order.
-  using Blocking = Eigen::internal::gemm_blocking_space<Eigen::RowMajor, Scalar, Scalar, Eigen::Dynamic,
-                                                        Eigen::Dynamic, Eigen::Dynamic>;
+  using Blocking = Eigen::internal::gemm_blocking_space<Eigen::RowMajor, Scalar, Scalar, Eigen::Dynamic, Eigen::Dynamic,
+                                                        Eigen::Dynamic>;
   Blocking blocking(m, n, k, 1, true);
   using Eigen::ColMajor;
   using Eigen::RowMajor;
@@ -123,6 +129,38 @@ KSHOT_NOINLINE void gemm(const GemmOperand<Scalar>& a, const GemmOperand<Scalar>
     Eigen::internal::general_matrix_matrix_product<Index, Scalar, ColMajor, false, Scalar, ColMajor, false, RowMajor,
                                                    1>::run(m, n, k, a.data, a.stride, b.data, b.stride, c, 1, ldc,
                                                            alpha, blocking, nullptr);
+}
+
+/// Rows of C per single-threaded gemm() in blocked_gemm().
+inline constexpr Index gemm_row_block = 64;
+
+/**
+ * @brief gemm() in fixed blocks of gemm_row_block rows of C, in parallel over the blocks when the work is worth a
+ * region. Each block is the same single-threaded product whatever the number of threads, so the bits never depend
+ * on it (Eigen's own multi-threaded GEMM splits the work, and so rounds, differently). Out of line, like gemm():
+ * one parallel loop per scalar type for every blocked product of a program.
+ */
+template <class Scalar>
+KSHOT_NOINLINE void blocked_gemm(const GemmOperand<Scalar>& a, const GemmOperand<Scalar>& b, Scalar* c, Index ldc,
+                                 Scalar alpha, bool accumulate) {
+  const Index rows = a.op_rows(), blocks = (rows + gemm_row_block - 1) / gemm_row_block;
+  const double work = double(rows) * double(b.op_cols()) * double(a.op_cols());
+  parallel_for(blocks, worth_parallel(blocks, work), [&](Index block) {
+    const Index r0 = block * gemm_row_block, r = std::min(gemm_row_block, rows - r0);
+    gemm<Scalar>(a.op_row_block(r0, r), b, c + r0 * ldc, ldc, alpha, accumulate);
+  });
+}
+
+/// dst = alpha * lhs * rhs by blocked_gemm(), into a row-major Eigen destination (a Matrix is resized).
+template <class Dst, class Lhs, class Rhs, class Scalar = typename Dst::Scalar>
+void blocked_gemm_assign(const Eigen::MatrixBase<Dst>& dst, const Eigen::MatrixBase<Lhs>& lhs,
+                         const Eigen::MatrixBase<Rhs>& rhs, Scalar alpha = Scalar(1)) {
+  static_assert(static_cast<bool>(Dst::IsRowMajor), "kshot::detail::blocked_gemm_assign(): dst must be row-major");
+  const GemmOperand<Scalar> a = gemm_operand(lhs), b = gemm_operand(rhs);
+  auto& d = const_cast<Eigen::MatrixBase<Dst>&>(dst).derived();
+  if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<Dst>, Dst>) d.resize(a.op_rows(), b.op_cols());
+  KSHOT_ASSERT(d.rows() == a.op_rows() && d.cols() == b.op_cols());
+  blocked_gemm<Scalar>(a, b, d.data(), d.rows() > 1 ? Index(d.outerStride()) : d.cols(), alpha, false);
 }
 
 /// gemm() into an Eigen destination with direct access and unit inner stride: dst (= or +=) alpha op(A) op(B).

@@ -57,22 +57,10 @@ inline const char* reduction_name(DistillReduction r) noexcept {
 
 namespace detail {
 
-/// Rows of the destination per single-threaded Eigen product in distill_product().
-inline constexpr Index distill_product_block = 64;
-
-/**
- * @brief dst = alpha * lhs * rhs in fixed blocks of 64 rows of dst, each a single-threaded Eigen product inside
- * parallel_for: the same bits for any thread count (Eigen's own threaded GEMM blocks differently).
- */
+/// dst = alpha * lhs * rhs, by blocked_gemm(): the same bits for any thread count.
 template <class Dst, class Lhs, class Rhs, class Scalar>
 void distill_product(Dst& dst, const Lhs& lhs, const Rhs& rhs, Scalar alpha) {
-  const Index rows = dst.rows();
-  const Index blocks = (rows + distill_product_block - 1) / distill_product_block;
-  const double work = double(rows) * double(dst.cols()) * double(lhs.cols());
-  parallel_for(blocks, worth_parallel(blocks, work), [&](Index b) {
-    const Index r0 = b * distill_product_block, r = std::min(distill_product_block, rows - r0);
-    gemm_assign(dst.middleRows(r0, r), lhs.middleRows(r0, r), rhs, alpha);
-  });
+  blocked_gemm_assign(dst, lhs, rhs, alpha);
 }
 
 /// Checks a student / teacher pair: same number of rows (>= 1), columns >= 1, all finite.

@@ -47,11 +47,7 @@ class InBatchSoftmax {
                   RowMatrixRef<Scalar>* grad) {
     const Index nq = queries.rows(), B = emb.rows();
     const Scalar inv_t = Scalar(1) / temperature;
-    logits_.resize(nq, B);
-    const double work = double(nq) * double(B) * double(emb.cols());
-    for_row_blocks(nq, work, [&](Index r0, Index r) {
-      gemm_assign(logits_.middleRows(r0, r), queries.middleRows(r0, r), emb.transpose(), inv_t);
-    });
+    blocked_gemm_assign(logits_, queries, emb.transpose(), inv_t);
     double loss = 0.0;
     const Scalar a = nq > 0 ? static_cast<Scalar>(1.0 / double(nq)) * inv_t : Scalar(0);
     for (Index r = 0; r < nq; ++r) {
@@ -67,11 +63,7 @@ class InBatchSoftmax {
       z *= a / sum;
       z[p] -= a;
     }
-    if (grad != nullptr) {
-      for_row_blocks(B, work, [&](Index r0, Index r) {
-        gemm_assign(grad->middleRows(r0, r), logits_.middleCols(r0, r).transpose(), queries);
-      });
-    }
+    if (grad != nullptr) blocked_gemm_assign(*grad, logits_.transpose(), queries);
     return nq > 0 ? loss / double(nq) : 0.0;
   }
 

@@ -348,10 +348,8 @@ class LossDistanceMatrix {
    * dst = alpha * lhs * rhs. With the register-tile kernel (float, AVX-512) for lhs * rhs, lhs * rhs^T and
    * lhs^T * rhs of plain matrices: each entry one FMA chain. The output columns are rhs^T's rows packed k-major, or
    * rhs's columns, read in place in full groups of 64 (a partial last group packed); the left operand's rows are
-   * lhs's rows, or the columns of the matrix lhs transposes. Otherwise Eigen, in blocks of 64 rows of dst, each a
-   * single-threaded Eigen product inside parallel_for: Eigen's own multi-threaded GEMM blocks the inner dimension
-   * differently from its single-threaded one (past 320), which changes the rounding; fixed row blocks give the
-   * same bits for any number of threads.
+   * lhs's rows, or the columns of the matrix lhs transposes. Otherwise blocked_gemm() (core/gemm.hpp): blocks of 64 rows of dst, each
+   * a single-threaded product inside parallel_for, so the bits never depend on the number of threads.
    */
   template <class Dst, class Lhs, class Rhs>
   void product(Dst& dst, const Lhs& lhs, const Rhs& rhs, Scalar alpha = Scalar(1)) {
@@ -396,13 +394,8 @@ class LossDistanceMatrix {
       return;
     }
 #endif
-    const Index rows = dst.rows();
-    const Index blocks = (rows + product_block - 1) / product_block;
-    const double work = double(rows) * double(dst.cols()) * double(lhs.cols());
-    parallel_for(blocks, worth_parallel(blocks, work), [&](Index b) {
-      const Index r0 = b * product_block, r = std::min(product_block, rows - r0);
-      gemm_assign(dst.middleRows(r0, r), lhs.middleRows(r0, r), rhs, alpha);
-    });
+    static_assert(product_block == gemm_row_block, "the losses' product blocks are blocked_gemm()'s");
+    blocked_gemm_assign(dst, lhs, rhs, alpha);
   }
 
   /**
