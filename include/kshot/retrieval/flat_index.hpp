@@ -29,8 +29,8 @@
 #include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
+#include "kshot/kernels/ip_kernel.hpp"
 #include "kshot/retrieval/detail/index_file.hpp"
-#include "kshot/retrieval/detail/ip_kernel.hpp"
 #include "kshot/retrieval/detail/topk_select.hpp"
 #include "kshot/retrieval/filter.hpp"
 

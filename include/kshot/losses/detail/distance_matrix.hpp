@@ -14,8 +14,8 @@
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/core/workspace.hpp"
+#include "kshot/kernels/tile_product.hpp"
 #include "kshot/losses/common.hpp"
-#include "kshot/losses/detail/tile_product.hpp"
 
 #include <algorithm>
 #include <cmath>

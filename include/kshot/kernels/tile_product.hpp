@@ -1,7 +1,7 @@
 /**
- * @file kshot/losses/detail/tile_product.hpp
+ * @file kshot/kernels/tile_product.hpp
  * @brief Float matrix products of the metric-learning losses on AVX-512 builds, through FlatIndex's register-tile
- * kernel (kshot/retrieval/detail/ip_kernel.hpp): 64 output columns x 6 output rows per tile, the 64 columns packed
+ * kernel (kshot/kernels/ip_kernel.hpp): 64 output columns x 6 output rows per tile, the 64 columns packed
  * k-major once, the other operand's rows broadcast straight from row-major storage.
  *
  * Every output entry is one sequential chain of fused multiply-adds over the inner dimension, so its bits depend
@@ -10,11 +10,11 @@
  *
  * SPDX-License-Identifier: MIT
  */
-#ifndef KSHOT_LOSSES_DETAIL_TILE_PRODUCT_HPP
-#define KSHOT_LOSSES_DETAIL_TILE_PRODUCT_HPP
+#ifndef KSHOT_KERNELS_TILE_PRODUCT_HPP
+#define KSHOT_KERNELS_TILE_PRODUCT_HPP
 
 #include "kshot/core/types.hpp"
-#include "kshot/retrieval/detail/ip_kernel.hpp"
+#include "kshot/kernels/ip_kernel.hpp"
 
 #include <algorithm>
 #include <type_traits>
@@ -108,4 +108,4 @@ inline void tile_rows(const float* pack, Index count, const float* rows, Index r
 
 #endif  // KSHOT_LOSSES_HAS_TILE_PRODUCT
 
-#endif  // KSHOT_LOSSES_DETAIL_TILE_PRODUCT_HPP
+#endif  // KSHOT_KERNELS_TILE_PRODUCT_HPP

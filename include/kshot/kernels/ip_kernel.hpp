@@ -1,6 +1,7 @@
 /**
- * @file kshot/retrieval/detail/ip_kernel.hpp
- * @brief The fused score-and-select kernel of FlatIndex<float> on AVX-512 builds: 64 queries x 6 items of
+ * @file kshot/kernels/ip_kernel.hpp
+ * @brief The fused score-and-select kernel of FlatIndex<float> on AVX-512 builds (in the kernel module below
+ * retrieval and losses, which both use it): 64 queries x 6 items of
  * inner products per register tile (queries packed k-major, item values broadcast straight from the row-major
  * catalogue, so the catalogue is never packed), each tile compared in registers with the group's queries'
  * current k-th best; only the lanes that reach it leave the registers.
@@ -10,9 +11,9 @@
  *
  * SPDX-License-Identifier: MIT
  */
-// IWYU pragma: private, include "kshot/retrieval.hpp"
-#ifndef KSHOT_RETRIEVAL_DETAIL_IP_KERNEL_HPP
-#define KSHOT_RETRIEVAL_DETAIL_IP_KERNEL_HPP
+// IWYU pragma: private
+#ifndef KSHOT_KERNELS_IP_KERNEL_HPP
+#define KSHOT_KERNELS_IP_KERNEL_HPP
 
 #include "kshot/core/types.hpp"
 
@@ -414,4 +415,4 @@ inline void screen_scan(const std::uint32_t* qpack, const float* qrows, Index qs
 
 #endif  // KSHOT_RETRIEVAL_HAS_KERNEL
 
-#endif  // KSHOT_RETRIEVAL_DETAIL_IP_KERNEL_HPP
+#endif  // KSHOT_KERNELS_IP_KERNEL_HPP
