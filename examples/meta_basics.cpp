@@ -51,8 +51,8 @@ struct HuberLoss {
 
   // Throws std::invalid_argument unless the targets fit an output of rows x cols.
   void check_target(TargetRef t, kshot::Index rows, kshot::Index cols, const char* where, const char* name) const {
-    kshot::detail::check_shape(t, rows, cols, where, name);
-    kshot::detail::check_finite(t, where, name);
+    kshot::check_shape(t, rows, cols, where, name);
+    kshot::check_finite(t, where, name);
   }
   // The value: mean over elements of r²/2 (|r| <= 1) or |r| - 1/2, r = y - t.
   double evaluate(kshot::ConstRowMatrixRef<double> y, TargetRef t) const {

@@ -37,6 +37,14 @@ TEST_CASE(
                               "kshot::h(): m has a non-finite value (inf) at row 2, column 1");
   KSHOT_CHECK_THROWS_WITH_ALL(detail::check_shape(m, 2, 2, "kshot::h()", "m"), std::invalid_argument,
                               "m is 3 x 2 but must be 2 x 2");
+  // The same checks under their public names, for user code.
+  KSHOT_CHECK_THROWS_WITH_ALL(kshot::check_shape(m, 3, 3, "my::f()", "targets"), std::invalid_argument,
+                              "my::f(): targets is 3 x 2 but must be 3 x 3");
+  KSHOT_CHECK_THROWS_WITH_ALL(kshot::check_finite(m, "my::f()", "targets"), std::invalid_argument,
+                              "my::f(): targets has a non-finite value (inf) at row 2, column 1");
+  m(2, 1) = 0;
+  kshot::check_shape(m, 3, 2, "my::f()", "targets");
+  kshot::check_finite(m, "my::f()", "targets");
 }
 
 TEST_CASE("core.workspace: slots grow and never shrink and keep their storage for smaller requests") {

@@ -172,6 +172,19 @@ void check_shape(const Eigen::EigenBase<Derived>& m, Index rows, Index cols, con
 }
 
 }  // namespace detail
+
+/**
+ * @name Input checks for user code
+ * The checks kshot's own classes run on their inputs, for user code that plugs into kshot (a custom loss, objective
+ * or layer) and wants the same messages: `kshot::check_shape(m, rows, cols, "my::f()", "targets")` throws
+ * std::invalid_argument "my::f(): targets is 3 x 4 but must be 3 x 5"; `kshot::check_finite(m, where, name)` names the
+ * first non-finite entry.
+ * @{
+ */
+using detail::check_finite;
+using detail::check_shape;
+/** @} */
+
 }  // namespace kshot
 
 #endif  // KSHOT_CORE_CHECK_HPP
