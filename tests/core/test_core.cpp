@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: MIT
 // Core: version, checks and messages, workspace growth, random streams, thread helpers.
 #include <kshot/core.hpp>
+#include <kshot/core/binary_io.hpp>
 
 #include "test_util.hpp"
 
 #include <array>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
+#include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 using namespace kshot;
@@ -337,4 +343,40 @@ TEST_CASE_TEMPLATE("core.check: all_finite finds every infinity and NaN in matri
   m(2, 2) = -std::numeric_limits<Scalar>::max();
   m(3, 3) = std::numeric_limits<Scalar>::denorm_min();
   CHECK(detail::all_finite(m));
+}
+
+TEST_CASE("core.binary_io: write_file_atomically replaces the file whole, or leaves it and no temporary behind") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("kshot_test_atomic_" + std::to_string(std::random_device{}()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string path = (dir / "file.bin").string();
+  auto read_all = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  detail::write_file_atomically(path, "kshot::f()", [](std::ostream& out) { out << "first"; });
+  CHECK(read_all(path) == "first");
+  CHECK_FALSE(fs::exists(path + ".tmp"));
+  // A writer that throws: its exception propagates, the old file stays, the temporary is removed.
+  CHECK_THROWS_AS(detail::write_file_atomically(path, "kshot::f()",
+                                                [](std::ostream& out) {
+                                                  out << "half";
+                                                  throw std::invalid_argument("stop");
+                                                }),
+                  std::invalid_argument);
+  CHECK(read_all(path) == "first");
+  CHECK_FALSE(fs::exists(path + ".tmp"));
+  // A temporary that cannot be created, and a rename onto a directory: runtime_error naming the call and the path.
+  const std::string nowhere = (dir / "no_such_dir" / "x.bin").string();
+  KSHOT_CHECK_THROWS_WITH_ALL(detail::write_file_atomically(nowhere, "kshot::f()", [](std::ostream&) {}),
+                              std::runtime_error, "kshot::f(): '", "no_such_dir", "cannot open");
+  fs::create_directories(dir / "a_directory" / "inside");
+  const std::string directory = (dir / "a_directory").string();
+  KSHOT_CHECK_THROWS_WITH_ALL(
+      detail::write_file_atomically(directory, "kshot::f()", [](std::ostream& out) { out << 1; }), std::runtime_error,
+      "kshot::f(): '", "cannot rename");
+  CHECK_FALSE(fs::exists(directory + ".tmp"));
+  CHECK(fs::is_directory(directory));
+  fs::remove_all(dir);
 }

@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <istream>
 #include <ostream>
 #include <string>
@@ -171,6 +173,38 @@ class BinaryReader {
   std::int64_t offset_ = 0;
   std::uint64_t hash_ = fnv_offset;
 };
+
+/**
+ * @brief Writes a file through `path + ".tmp"`, renamed over `path` at the end, so that a failure never leaves a
+ * half-written file: write(out) fills the temporary (an std::ostream in binary mode); on any failure the temporary is
+ * removed and std::runtime_error "<where>: '<path>': ..." names what failed (open, write, rename). An exception
+ * thrown by write() removes the temporary too, and propagates.
+ */
+template <class Write>
+void write_file_atomically(const std::string& path, const char* where, Write&& write) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw_runtime_error(where, cat("'", path, "': cannot open '", tmp, "' for writing"));
+    try {
+      write(static_cast<std::ostream&>(out));
+    } catch (...) {
+      out.close();
+      std::remove(tmp.c_str());
+      throw;
+    }
+    out.flush();
+    if (!out) {
+      out.close();
+      std::remove(tmp.c_str());
+      throw_runtime_error(where, cat("'", path, "': writing '", tmp, "' failed"));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw_runtime_error(where, cat("'", path, "': cannot rename '", tmp, "' to it"));
+  }
+}
 
 }  // namespace detail
 }  // namespace kshot

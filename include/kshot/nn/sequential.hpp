@@ -9,6 +9,7 @@
 #ifndef KSHOT_NN_SEQUENTIAL_HPP
 #define KSHOT_NN_SEQUENTIAL_HPP
 
+#include "kshot/core/binary_io.hpp"
 #include "kshot/core/check.hpp"
 #include "kshot/core/random.hpp"
 #include "kshot/core/types.hpp"
@@ -440,22 +441,7 @@ class Sequential {
   void save(const std::string& path) const {
     constexpr const char* where = "kshot::Sequential::save()";
     check_savable(where);
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out) detail::throw_runtime_error(where, detail::cat("'", path, "': cannot open '", tmp, "' for writing"));
-      write(out);
-      out.flush();
-      if (!out) {
-        out.close();
-        std::remove(tmp.c_str());
-        detail::throw_runtime_error(where, detail::cat("'", path, "': writing '", tmp, "' failed"));
-      }
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      std::remove(tmp.c_str());
-      detail::throw_runtime_error(where, detail::cat("'", path, "': cannot rename '", tmp, "' to it"));
-    }
+    detail::write_file_atomically(path, where, [&](std::ostream& out) { write(out); });
   }
 
   /**

@@ -25,6 +25,7 @@
 #ifndef KSHOT_RETRIEVAL_FLAT_INDEX_HPP
 #define KSHOT_RETRIEVAL_FLAT_INDEX_HPP
 
+#include "kshot/core/binary_io.hpp"
 #include "kshot/core/check.hpp"
 #include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
@@ -517,10 +518,7 @@ class FlatIndex {
    */
   void save(const std::string& path) const {
     constexpr const char* where = "kshot::FlatIndex::save()";
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out) detail::throw_runtime_error(where, detail::cat("'", path, "': cannot open '", tmp, "' for writing"));
+    detail::write_file_atomically(path, where, [&](std::ostream& out) {
       detail::IndexFileWriter writer(out);
       writer.bytes(detail::index_file_magic, sizeof(detail::index_file_magic));
       writer.u32(detail::index_file_version);
@@ -532,17 +530,7 @@ class FlatIndex {
       writer.values(ids_.data(), ids_.size());
       writer.values(data_.data(), data_.size());
       writer.finish();
-      out.flush();
-      if (!out) {
-        out.close();
-        std::remove(tmp.c_str());
-        detail::throw_runtime_error(where, detail::cat("'", path, "': writing '", tmp, "' failed"));
-      }
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      std::remove(tmp.c_str());
-      detail::throw_runtime_error(where, detail::cat("'", path, "': cannot rename '", tmp, "' to it"));
-    }
+    });
   }
 
   /**
