@@ -249,7 +249,7 @@ TEST_CASE("serialize: wrong magic, version, scalar type, layer type, dimensions 
   expect(craft(1, linear, 2), "unsupported format version 2 (this kshot reads version 1)");
   expect(craft(1, linear, 1, 2), "scalar size 2 is neither 4 (float) nor 8 (double)");
   expect(craft(1, [](kshot::detail::ModelWriter& w) { craft_layer(w, "Conv2d", {1}, {}); }),
-         "layer 0: kshot::detail::make_layer(): unknown layer type \"Conv2d\"");
+         "layer 0: kshot::make_layer(): unknown layer type \"Conv2d\"");
   expect(craft(1, [](kshot::detail::ModelWriter& w) { craft_layer(w, "Linear", {2, 1, 1}, {}); }),
          "a Linear layer has 4 config numbers, got 3");
   expect(craft(1, [](kshot::detail::ModelWriter& w) { craft_layer(w, "Linear", {2.5, 1, 1, 0}, {}); }),
@@ -354,7 +354,7 @@ TEST_CASE("serialize: a failed load leaves the target model unchanged; save leav
 }
 
 TEST_CASE("serialize: make_layer rebuilds every layer from its type name and config") {
-  using kshot::detail::make_layer;
+  using kshot::make_layer;
   const std::vector<std::unique_ptr<kshot::Layer<float>>> layers = [] {
     std::vector<std::unique_ptr<kshot::Layer<float>>> v;
     v.push_back(std::make_unique<kshot::Linear<float>>(3, 4, false, kshot::Init::xavier_normal));

@@ -120,7 +120,7 @@ class ModelReader : public BinaryReader {
 
 /// Config entry k as a size in [1, 2^31): finite and integral.
 inline Index config_size(const std::vector<double>& config, std::size_t k, const char* name) {
-  constexpr const char* where = "kshot::detail::make_layer()";
+  constexpr const char* where = "kshot::make_layer()";
   const double v = config[k];
   KSHOT_CHECK(std::isfinite(v) && v == std::floor(v) && v >= 1 && v < 2147483648.0, where,
               cat(name, " must be an integer in [1, 2^31), got ", v));
@@ -129,7 +129,7 @@ inline Index config_size(const std::vector<double>& config, std::size_t k, const
 
 /// Config entry k as a code in [0, max].
 inline int config_code(const std::vector<double>& config, std::size_t k, int max, const char* name) {
-  constexpr const char* where = "kshot::detail::make_layer()";
+  constexpr const char* where = "kshot::make_layer()";
   const double v = config[k];
   KSHOT_CHECK(std::isfinite(v) && v == std::floor(v) && v >= 0 && v <= max, where,
               cat(name, " must be an integer in [0, ", max, "], got ", v));
@@ -138,7 +138,7 @@ inline int config_code(const std::vector<double>& config, std::size_t k, int max
 
 /// Config entry k as a 32-bit unsigned half of a seed.
 inline std::uint64_t config_u32(const std::vector<double>& config, std::size_t k, const char* name) {
-  constexpr const char* where = "kshot::detail::make_layer()";
+  constexpr const char* where = "kshot::make_layer()";
   const double v = config[k];
   KSHOT_CHECK(std::isfinite(v) && v == std::floor(v) && v >= 0 && v <= 4294967295.0, where,
               cat(name, " must be an integer in [0, 2^32), got ", v));
@@ -158,7 +158,7 @@ inline std::uint64_t config_u32(const std::vector<double>& config, std::size_t k
  */
 template <class Scalar>
 std::unique_ptr<Layer<Scalar>> make_layer(const std::string& type_name, const std::vector<double>& config) {
-  constexpr const char* where = "kshot::detail::make_layer()";
+  constexpr const char* where = "kshot::make_layer()";
   auto expect = [&](std::size_t n) {
     KSHOT_CHECK(config.size() == n, where,
                 cat("a ", type_name, " layer has ", n, " config numbers, got ", config.size()));
@@ -204,6 +204,11 @@ std::unique_ptr<Layer<Scalar>> make_layer(const std::string& type_name, const st
 }
 
 }  // namespace detail
+
+/// The layer factory that Sequential::load uses, public for user code that rebuilds a layer from the type name and
+/// config() of a saved one (detail::make_layer()).
+using detail::make_layer;
+
 }  // namespace kshot
 
 #endif  // KSHOT_NN_SERIALIZE_HPP
