@@ -153,6 +153,22 @@ inline bool checksum_ok(const std::vector<std::uint8_t>& file) {
   return copy == file;
 }
 
+/**
+ * The front of the checksummed-format harnesses (model and index files): byte 0 of the input holds the options
+ * (bit 0: recompute the checksum over the rest; bit 1: double rather than float; higher bits are the harness's
+ * own), the rest is the file. Calls run(Scalar{}, options, bytes) with Scalar float or double.
+ */
+template <class Run>
+void checksummed_file(const std::uint8_t* data, std::size_t size, Run&& run) {
+  const std::uint8_t options = data[0];
+  std::vector<std::uint8_t> bytes(data + 1, data + size);
+  if ((options & 1) != 0) fix_checksum(bytes);
+  if ((options & 2) != 0)
+    run(double{}, options, bytes);
+  else
+    run(float{}, options, bytes);
+}
+
 /// Writes the seed corpus: one file per seed, named <dir>/<name>.
 class SeedWriter {
  public:

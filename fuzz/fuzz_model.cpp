@@ -85,14 +85,11 @@ void run(const kshot_fuzz::TempFile& file, const std::vector<std::uint8_t>& byte
 
 void fuzz_one(const std::uint8_t* data, std::size_t size) {
   static const kshot_fuzz::TempFile file("model");
-  const std::uint8_t options = data[0];
-  std::vector<std::uint8_t> bytes(data + 1, data + size);
-  if ((options & 1) != 0) kshot_fuzz::fix_checksum(bytes);
-  if ((options & 8) == 0) file.write(bytes);
-  if ((options & 2) != 0)
-    run<double>(file, bytes, options);
-  else
-    run<float>(file, bytes, options);
+  kshot_fuzz::checksummed_file(data, size,
+                               [&](auto scalar, std::uint8_t options, const std::vector<std::uint8_t>& bytes) {
+                                 if ((options & 8) == 0) file.write(bytes);
+                                 run<decltype(scalar)>(file, bytes, options);
+                               });
 }
 
 namespace {

@@ -40,6 +40,8 @@ struct GemmOperand {
   Index op_rows() const noexcept { return trans ? cols : rows; }
   /// Columns of op(operand).
   Index op_cols() const noexcept { return trans ? rows : cols; }
+  /// The same storage read the other way: op() of the result is op()^T of this.
+  GemmOperand transposed() const noexcept { return {data, rows, cols, stride, !trans}; }
   /// Rows [r0, r0 + r) of op(operand), as an operand.
   GemmOperand op_row_block(Index r0, Index r) const noexcept {
     return trans ? GemmOperand{data + r0, rows, r, stride, true}
@@ -151,38 +153,35 @@ KSHOT_NOINLINE void blocked_gemm(const GemmOperand<Scalar>& a, const GemmOperand
   });
 }
 
-/// dst = alpha * lhs * rhs by blocked_gemm(), into a row-major Eigen destination (a Matrix is resized).
-template <class Dst, class Lhs, class Rhs, class Scalar = typename Dst::Scalar>
-void blocked_gemm_assign(const Eigen::MatrixBase<Dst>& dst, const Eigen::MatrixBase<Lhs>& lhs,
-                         const Eigen::MatrixBase<Rhs>& rhs, Scalar alpha = Scalar(1)) {
-  static_assert(static_cast<bool>(Dst::IsRowMajor), "kshot::detail::blocked_gemm_assign(): dst must be row-major");
-  const GemmOperand<Scalar> a = gemm_operand(lhs), b = gemm_operand(rhs);
-  auto& d = const_cast<Eigen::MatrixBase<Dst>&>(dst).derived();
-  if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<Dst>, Dst>) d.resize(a.op_rows(), b.op_cols());
-  KSHOT_ASSERT(d.rows() == a.op_rows() && d.cols() == b.op_cols());
-  blocked_gemm<Scalar>(a, b, d.data(), d.rows() > 1 ? Index(d.outerStride()) : d.cols(), alpha, false);
-}
-
-/// gemm() into an Eigen destination with direct access and unit inner stride: dst (= or +=) alpha op(A) op(B).
-/// A column-major destination is written as the row-major C^T = op(B)^T op(A)^T over the same storage.
-template <class Derived, class Scalar = typename Derived::Scalar>
+/**
+ * @brief gemm(), or blocked_gemm() when `Blocked`, into an Eigen destination with direct access and unit inner
+ * stride: dst (= or +=) alpha op(A) op(B). A Matrix is resized on assignment, as `matrix = product` would; a
+ * column-major destination is written as the row-major C^T = op(B)^T op(A)^T over the same storage.
+ */
+template <bool Blocked = false, class Derived, class Scalar = typename Derived::Scalar>
 void gemm_into(const Eigen::MatrixBase<Derived>& dst, const GemmOperand<Scalar>& a, const GemmOperand<Scalar>& b,
                bool accumulate, Scalar alpha = Scalar(1)) {
   static_assert((Eigen::internal::traits<Derived>::Flags & Eigen::DirectAccessBit) != 0,
                 "kshot::detail::gemm_into(): the destination must be a Matrix, Map, Ref or Block");
   auto& d = const_cast<Eigen::MatrixBase<Derived>&>(dst).derived();
   if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<Derived>, Derived>) {
-    if (!accumulate) d.resize(a.op_rows(), b.op_cols());  // as `matrix = product` resizes a Matrix
+    if (!accumulate) d.resize(a.op_rows(), b.op_cols());
   }
   KSHOT_ASSERT(d.rows() == a.op_rows() && d.cols() == b.op_cols());
   KSHOT_ASSERT(d.innerStride() == 1 || d.size() <= 1);
-  if constexpr (static_cast<bool>(Derived::IsRowMajor)) {
-    gemm<Scalar>(a, b, d.data(), d.rows() > 1 ? Index(d.outerStride()) : d.cols(), alpha, accumulate);
-  } else {
-    const GemmOperand<Scalar> bt{b.data, b.rows, b.cols, b.stride, !b.trans};
-    const GemmOperand<Scalar> at{a.data, a.rows, a.cols, a.stride, !a.trans};
-    gemm<Scalar>(bt, at, d.data(), d.cols() > 1 ? Index(d.outerStride()) : d.rows(), alpha, accumulate);
-  }
+  constexpr auto run = Blocked ? &blocked_gemm<Scalar> : &gemm<Scalar>;
+  if constexpr (static_cast<bool>(Derived::IsRowMajor))
+    run(a, b, d.data(), d.rows() > 1 ? Index(d.outerStride()) : d.cols(), alpha, accumulate);
+  else
+    run(b.transposed(), a.transposed(), d.data(), d.cols() > 1 ? Index(d.outerStride()) : d.rows(), alpha, accumulate);
+}
+
+/// dst = alpha * lhs * rhs by blocked_gemm() (the same bits for any thread count); lhs and rhs as gemm_operand()
+/// takes them.
+template <class Dst, class Lhs, class Rhs, class Scalar = typename Dst::Scalar>
+void blocked_gemm_assign(const Eigen::MatrixBase<Dst>& dst, const Eigen::MatrixBase<Lhs>& lhs,
+                         const Eigen::MatrixBase<Rhs>& rhs, Scalar alpha = Scalar(1)) {
+  gemm_into<true>(dst, gemm_operand(lhs), gemm_operand(rhs), false, alpha);
 }
 
 /// dst = alpha * lhs * rhs through gemm(); lhs and rhs as gemm_operand() takes them.

@@ -57,12 +57,6 @@ inline const char* reduction_name(DistillReduction r) noexcept {
 
 namespace detail {
 
-/// dst = alpha * lhs * rhs, by blocked_gemm(): the same bits for any thread count.
-template <class Dst, class Lhs, class Rhs, class Scalar>
-void distill_product(Dst& dst, const Lhs& lhs, const Rhs& rhs, Scalar alpha) {
-  blocked_gemm_assign(dst, lhs, rhs, alpha);
-}
-
 /// Checks a student / teacher pair: same number of rows (>= 1), columns >= 1, all finite.
 template <class Scalar>
 void check_student_teacher(const ConstRowMatrixRef<Scalar>& s, const ConstRowMatrixRef<Scalar>& t,

@@ -10,6 +10,7 @@
 #define KSHOT_DISTILL_EMBEDDING_DISTILL_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/core/workspace.hpp"
@@ -100,8 +101,8 @@ class EmbeddingDistillLoss {
     });
     auto SS = ws_.matrix(3, n, n);
     auto ST = ws_.matrix(4, n, n);
-    detail::distill_product(SS, XS, XS.transpose(), Scalar(1));
-    detail::distill_product(ST, XT, XT.transpose(), Scalar(1));
+    detail::blocked_gemm_assign(SS, XS, XS.transpose(), Scalar(1));
+    detail::blocked_gemm_assign(ST, XT, XT.transpose(), Scalar(1));
     const bool want = grad != nullptr;
     const Scalar is = Scalar(1) / student_temperature, it = Scalar(1) / teacher_temperature;
     const Scalar coeff = weight / (Scalar(n) * student_temperature);
@@ -144,7 +145,7 @@ class EmbeddingDistillLoss {
       detail::parallel_for(n, detail::worth_parallel(n, nd * nd),
                            [&](Index i) { ST.row(i) = SS.row(i) + SS.col(i).transpose(); });
       auto& g = *grad;
-      detail::distill_product(g, ST, XS, Scalar(1));
+      detail::blocked_gemm_assign(g, ST, XS, Scalar(1));
       if (normalize) {
         detail::parallel_for(n, detail::worth_parallel(n, nd * double(ds) * 4), [&](Index i) {
           auto gi = g.row(i);

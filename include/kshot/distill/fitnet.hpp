@@ -190,7 +190,7 @@ class FitNetLoss {
         XT.middleRows(i * hw, hw) = xi.transpose();
       }
       auto& dw = *gw;
-      detail::distill_product(dw, D, XT, Scalar(1));
+      detail::blocked_gemm_assign(dw, D, XT, Scalar(1));
       auto& db = *gb;
       if (use_bias) db = D.rowwise().sum();
       else db.setZero();

@@ -9,6 +9,7 @@
 #define KSHOT_DISTILL_PKT_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/core/workspace.hpp"
@@ -80,8 +81,8 @@ class PKTLoss {
       XS.row(i) = s.row(i) / (ns + eps);
       XT.row(i) = t.row(i) / (nt + eps);
     });
-    detail::distill_product(KS, XS, XS.transpose(), Scalar(1));
-    detail::distill_product(KT, XT, XT.transpose(), Scalar(1));
+    detail::blocked_gemm_assign(KS, XS, XS.transpose(), Scalar(1));
+    detail::blocked_gemm_assign(KT, XT, XT.transpose(), Scalar(1));
     const bool want = grad != nullptr;
     const Scalar inv_n2 = Scalar(1) / (Scalar(n) * Scalar(n));
     auto row = [&](Index i) {
@@ -108,7 +109,7 @@ class PKTLoss {
       detail::parallel_for(n, detail::worth_parallel(n, nd * nd),
                            [&](Index i) { KT.row(i) = Scalar(0.5) * (KS.row(i) + KS.col(i).transpose()); });
       auto& g = *grad;
-      detail::distill_product(g, KT, XS, Scalar(1));
+      detail::blocked_gemm_assign(g, KT, XS, Scalar(1));
       detail::parallel_for(n, detail::worth_parallel(n, nd * double(ds) * 4), [&](Index i) {
         const Scalar nrm = info(i, 0);
         const Scalar den = nrm + eps;

@@ -117,7 +117,7 @@ class RKDLoss {
     mean /= Scalar(n);
     detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(d)),
                          [&](Index i) { X.row(i) = x.row(i) - mean; });
-    detail::distill_product(G, X, X.transpose(), Scalar(1));
+    detail::blocked_gemm_assign(G, X, X.transpose(), Scalar(1));
     Scalar spread = 0;
     for (Index i = 0; i < n; ++i) spread = std::max(spread, G(i, i));
     const Scalar near = near_ratio() * spread;
@@ -257,7 +257,7 @@ class RKDLoss {
     if (want) {
       auto& g = *grad;
       Map X = ws_.matrix(kX, n, d);
-      detail::distill_product(g, Q, X, Scalar(1));
+      detail::blocked_gemm_assign(g, Q, X, Scalar(1));
       if (angle_factor != Scalar(0) && explicit_apexes_ > 0) g += ws_.matrix(20, n, d);
     }
     return value;

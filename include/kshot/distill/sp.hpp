@@ -9,6 +9,7 @@
 #define KSHOT_DISTILL_SP_HPP
 
 #include "kshot/core/check.hpp"
+#include "kshot/core/gemm.hpp"
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/core/workspace.hpp"
@@ -82,8 +83,8 @@ class SPLoss {
     auto GS = ws_.matrix(0, n, n);
     auto GT = ws_.matrix(1, n, n);
     auto r = ws_.matrix(2, n, 2);  // student norm, row value
-    detail::distill_product(GS, s, s.transpose(), Scalar(1));
-    detail::distill_product(GT, t, t.transpose(), Scalar(1));
+    detail::blocked_gemm_assign(GS, s, s.transpose(), Scalar(1));
+    detail::blocked_gemm_assign(GT, t, t.transpose(), Scalar(1));
     const bool l1 = norm == SPNorm::l1;
     const bool want = grad != nullptr;
     auto B = ws_.matrix(3, n, want ? n : 0);
@@ -118,7 +119,7 @@ class SPLoss {
       detail::parallel_for(n, detail::worth_parallel(n, double(n) * double(n)),
                            [&](Index i) { S.row(i) = B.row(i) + B.col(i).transpose(); });
       auto& g = *grad;
-      detail::distill_product(g, S, s, Scalar(1));
+      detail::blocked_gemm_assign(g, S, s, Scalar(1));
     }
     return total / denom;
   }
