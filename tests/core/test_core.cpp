@@ -228,6 +228,33 @@ TEST_CASE("core.threads: an exception inside parallel_for is rethrown after the 
   };
   KSHOT_CHECK_THROWS_WITH_ALL(detail::parallel_for(1000, true, body), std::runtime_error, "failed at 37");
   KSHOT_CHECK_THROWS_WITH_ALL(detail::parallel_for(1000, false, body), std::runtime_error, "failed at 37");
+  // At two threads, under both schedules: the failures lie in one thread's range (37, 40), in both (37, 800), or
+  // only in the second (600, 900); the lowest index wins in every case.
+  ThreadCountGuard guard(2);
+  const Index cases[][2] = {{37, 40}, {800, 37}, {900, 600}};
+  for (bool dynamic : {false, true}) {
+    for (const auto& c : cases) {
+      CAPTURE(dynamic);
+      CAPTURE(c[0]);
+      const std::string lowest = "failed at " + std::to_string(std::min(c[0], c[1]));
+      const auto failing = [&](Index i) {
+        if (i == c[0] || i == c[1]) throw std::runtime_error("failed at " + std::to_string(i));
+      };
+      KSHOT_CHECK_THROWS_WITH_ALL(detail::parallel_for(1000, true, failing, dynamic), std::runtime_error,
+                                  lowest.c_str());
+    }
+  }
+}
+
+TEST_CASE("core.threads: parallel_for takes a const body, and n = 0 calls nothing") {
+  std::vector<int> hits(10, 0);
+  const auto body = [&hits](Index i) { hits[static_cast<std::size_t>(i)] += static_cast<int>(i); };
+  detail::parallel_for(10, true, body);
+  for (int i = 0; i < 10; ++i) CHECK(hits[static_cast<std::size_t>(i)] == i);
+  int calls = 0;
+  detail::parallel_for(0, true, [&](Index) { ++calls; });
+  detail::parallel_for(-3, true, [&](Index) { ++calls; });
+  CHECK(calls == 0);
 }
 
 TEST_CASE("core.threads: block_owner deals blocks in snake order") {

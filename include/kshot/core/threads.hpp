@@ -13,9 +13,12 @@
 #include "kshot/core/check.hpp"
 #include "kshot/core/config.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <exception>
 #include <limits>
+#include <memory>
+#include <type_traits>
 
 #if KSHOT_HAS_OPENMP
 #include <omp.h>
@@ -102,6 +105,62 @@ inline void count_parallel_region() noexcept {
 #endif
 }
 
+/// A type-erased loop body: runs the body for the indices [begin, end), in increasing order.
+using RangeBody = void (*)(void* body, Index begin, Index end);
+
+/**
+ * @brief parallel_for() without its template: one copy in the program, however many bodies call it.
+ *
+ * The static schedule gives thread t of T the contiguous range [t n / T, (t + 1) n / T) (rounded as
+ * schedule(static) does) in one call of `run`; the dynamic schedule calls `run` once per index. A range stops at
+ * its first exception; the exception kept is the one of the range that starts lowest, which is the exception of
+ * the lowest index, as if every index had run.
+ */
+inline void parallel_ranges(Index n, bool parallel, bool dynamic, RangeBody run, void* body) {
+  if (n <= 0) return;
+#if KSHOT_HAS_OPENMP
+  const bool go_parallel = parallel && n > 1 && !in_parallel_region() && omp_get_max_threads() > 1;
+  if (!go_parallel && (omp_get_max_threads() == 1 || in_parallel_region())) {
+    // Eigen would run single-threaded here anyway (one thread allowed, or already inside an active
+    // region), so skip the cost of opening an inactive region: small calls in tight loops feel it.
+    run(body, 0, n);
+    return;
+  }
+  std::exception_ptr error;
+  Index error_index = n;
+  auto guarded = [&](Index begin, Index end) {
+    try {
+      run(body, begin, end);
+    } catch (...) {
+      KSHOT_PRAGMA_OMP(omp critical(kshot_parallel_for_error))
+      if (begin < error_index) {
+        error_index = begin;
+        error = std::current_exception();
+      }
+    }
+  };
+  KSHOT_PRAGMA_OMP(omp parallel if (go_parallel)) {
+    count_parallel_region();
+    omp_set_num_threads(1);
+    if (dynamic) {
+      KSHOT_PRAGMA_OMP(omp for schedule(dynamic, 1))
+      for (Index i = 0; i < n; ++i) guarded(i, i + 1);
+    } else {
+      const Index threads = omp_get_num_threads(), me = omp_get_thread_num();
+      const Index chunk = n / threads, extra = n % threads;
+      const Index begin = me * chunk + std::min(me, extra);
+      const Index end = begin + chunk + (me < extra ? 1 : 0);
+      if (begin < end) guarded(begin, end);
+    }
+  }
+  if (error) std::rethrow_exception(error);
+#else
+  (void)parallel;
+  (void)dynamic;
+  run(body, 0, n);
+#endif
+}
+
 /**
  * @brief Runs body(i) for i in [0, n), in one OpenMP region when `parallel` is true.
  *
@@ -111,58 +170,21 @@ inline void count_parallel_region() noexcept {
  * with the number of threads it uses). The setting is local to the region's implicit tasks.
  *
  * An exception thrown by `body` does not escape the region: the one from the lowest index is rethrown
- * after the region ends. `schedule` selects static (equal contiguous chunks) or dynamic (one index at
- * a time, for uneven work); results never depend on it.
+ * after the region ends (indices after it in the same thread's range may not run). `schedule` selects
+ * static (equal contiguous ranges) or dynamic (one index at a time, for uneven work); results never depend
+ * on it.
+ *
+ * The body is compiled once, into a loop over a range that parallel_ranges() calls through a pointer (once per
+ * thread, or once per index when dynamic): the OpenMP region itself is compiled once for the whole program.
  */
 template <class Body>
 void parallel_for(Index n, bool parallel, Body&& body, bool dynamic = false) {
-#if KSHOT_HAS_OPENMP
-  std::exception_ptr error;
-  Index error_index = n;
-  const bool go_parallel = parallel && n > 1 && !in_parallel_region() && omp_get_max_threads() > 1;
-  if (!go_parallel && (omp_get_max_threads() == 1 || in_parallel_region())) {
-    // Eigen would run single-threaded here anyway (one thread allowed, or already inside an active
-    // region), so skip the cost of opening an inactive region: small calls in tight loops feel it.
-    for (Index i = 0; i < n; ++i) body(i);
-    return;
-  }
-  KSHOT_PRAGMA_OMP(omp parallel if (go_parallel)) {
-    count_parallel_region();
-    omp_set_num_threads(1);
-    if (dynamic) {
-      KSHOT_PRAGMA_OMP(omp for schedule(dynamic, 1))
-      for (Index i = 0; i < n; ++i) {
-        try {
-          body(i);
-        } catch (...) {
-          KSHOT_PRAGMA_OMP(omp critical(kshot_parallel_for_error))
-          if (i < error_index) {
-            error_index = i;
-            error = std::current_exception();
-          }
-        }
-      }
-    } else {
-      KSHOT_PRAGMA_OMP(omp for schedule(static))
-      for (Index i = 0; i < n; ++i) {
-        try {
-          body(i);
-        } catch (...) {
-          KSHOT_PRAGMA_OMP(omp critical(kshot_parallel_for_error))
-          if (i < error_index) {
-            error_index = i;
-            error = std::current_exception();
-          }
-        }
-      }
-    }
-  }
-  if (error) std::rethrow_exception(error);
-#else
-  (void)parallel;
-  (void)dynamic;
-  for (Index i = 0; i < n; ++i) body(i);
-#endif
+  using B = std::remove_reference_t<Body>;
+  const RangeBody run = [](void* p, Index begin, Index end) {
+    B& f = *static_cast<B*>(p);
+    for (Index i = begin; i < end; ++i) f(i);
+  };
+  parallel_ranges(n, parallel, dynamic, run, const_cast<void*>(static_cast<const void*>(std::addressof(body))));
 }
 
 /**
@@ -188,13 +210,50 @@ inline int block_owner(Index b, int threads) noexcept {
  * are caught in the region (the first by phase, then block, is rethrown after it; start()'s before any) and the
  * thread setting inside it is as in parallel_for().
  */
+/// A type-erased region body: run(region, t, T) for thread t of T.
+using RegionBody = void (*)(void* region, int me, int threads);
+
+/// The barrier between two phases of owned_region(): an (orphaned) OpenMP barrier when the region has threads.
+inline void region_barrier(int threads) noexcept {
+  if (threads > 1) {
+    KSHOT_PRAGMA_OMP(omp barrier)
+  }
+}
+
+/// owned_region() without its template: opens the region (or not) once for the whole program.
+inline void owned_region_run(Index blocks, bool parallel, RegionBody run, void* region) {
+#if KSHOT_HAS_OPENMP
+  const bool go_parallel = parallel && blocks > 1 && !in_parallel_region() && omp_get_max_threads() > 1;
+  if (go_parallel) {
+    KSHOT_PRAGMA_OMP(omp parallel) {
+      const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+      count_parallel_region();
+      omp_set_num_threads(1);
+      run(region, me, threads);
+    }
+  } else if (omp_get_max_threads() == 1 || in_parallel_region()) {
+    run(region, 0, 1);
+  } else {
+    // One thread, with Eigen kept single-threaded as inside a region.
+    KSHOT_PRAGMA_OMP(omp parallel if (false)) {
+      omp_set_num_threads(1);
+      run(region, 0, 1);
+    }
+  }
+#else
+  (void)blocks;
+  (void)parallel;
+  run(region, 0, 1);
+#endif
+}
+
 template <class Start, class... Phases>
 void owned_region(Index blocks, bool parallel, Start&& start, Phases&&... phases) {
   // The error kept is the one of smallest rank: start() of thread t ranks t - T (before any block), block b of
   // phase k ranks k * blocks + b.
   std::exception_ptr error;
   Index best = std::numeric_limits<Index>::max();
-  auto run = [&](int me, int threads, auto&& barrier) {
+  auto run = [&](int me, int threads) {
     auto guarded = [&](Index rank, auto&& f) {
       try {
         f();
@@ -209,35 +268,16 @@ void owned_region(Index blocks, bool parallel, Start&& start, Phases&&... phases
     guarded(Index(me) - Index(threads), [&] { start(me); });
     Index k = 0;
     auto one = [&](auto& phase) {
-      if (k > 0) barrier();
+      if (k > 0) region_barrier(threads);
       for (Index b = 0; b < blocks; ++b)
         if (block_owner(b, threads) == me) guarded(k * blocks + b, [&] { phase(me, b); });
       ++k;
     };
     (one(phases), ...);
   };
-#if KSHOT_HAS_OPENMP
-  const bool go_parallel = parallel && blocks > 1 && !in_parallel_region() && omp_get_max_threads() > 1;
-  if (go_parallel) {
-    KSHOT_PRAGMA_OMP(omp parallel) {
-      const int threads = omp_get_num_threads(), me = omp_get_thread_num();
-      count_parallel_region();
-      omp_set_num_threads(1);
-      run(me, threads, [] { KSHOT_PRAGMA_OMP(omp barrier) });
-    }
-  } else if (omp_get_max_threads() == 1 || in_parallel_region()) {
-    run(0, 1, [] {});
-  } else {
-    // One thread, with Eigen kept single-threaded as inside a region.
-    KSHOT_PRAGMA_OMP(omp parallel if (false)) {
-      omp_set_num_threads(1);
-      run(0, 1, [] {});
-    }
-  }
-#else
-  (void)parallel;
-  run(0, 1, [] {});
-#endif
+  using Run = decltype(run);
+  owned_region_run(
+      blocks, parallel, [](void* p, int me, int threads) { (*static_cast<Run*>(p))(me, threads); }, &run);
   if (error) std::rethrow_exception(error);
 }
 
