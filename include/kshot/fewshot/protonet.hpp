@@ -113,7 +113,15 @@ class ProtoNet {
     grad_prototypes_.resize(classes_, support.cols());
     switch (distance_) {
       case ProtoDistance::euclidean:
-        euclidean_.backward(query, prototypes_, dist_, grad_dist_, grad_query, grad_prototypes_);
+        // d = sqrt(s) with s the squared distance: dL/ds = (dL/dd / d) / 2, and 0 through pairs at distance 0 (as
+        // the Euclidean backward does). Halving, and the squared backward's doubling, are exact (short of
+        // subnormals), so this reproduces the Euclidean backward bit for bit.
+        for (Index i = 0; i < grad_dist_.rows(); ++i)
+          for (Index c = 0; c < classes_; ++c) {
+            const Scalar d = dist_(i, c);
+            grad_dist_(i, c) = d > Scalar(0) ? grad_dist_(i, c) / d * Scalar(0.5) : Scalar(0);
+          }
+        squared_.backward(query, prototypes_, dist_, grad_dist_, grad_query, grad_prototypes_);
         break;
       case ProtoDistance::squared_euclidean:
         squared_.backward(query, prototypes_, dist_, grad_dist_, grad_query, grad_prototypes_);
@@ -142,7 +150,12 @@ class ProtoNet {
 
   void distances(const ConstRowMatrixRef<Scalar>& query, RowMatrixRef<Scalar> out) {
     switch (distance_) {
-      case ProtoDistance::euclidean: euclidean_.compute(query, prototypes_, out); break;
+      case ProtoDistance::euclidean:
+        // The square root of the squared distances: the same bits as the Euclidean kernel, one kernel fewer to
+        // compile.
+        squared_.compute(query, prototypes_, out);
+        out = out.array().sqrt();
+        break;
       case ProtoDistance::squared_euclidean: squared_.compute(query, prototypes_, out); break;
       case ProtoDistance::cosine: cosine_.compute(query, prototypes_, out); break;
     }
@@ -186,7 +199,6 @@ class ProtoNet {
   Index classes_ = 0;
   std::vector<Index> counts_;
   RowMatrixX<Scalar> prototypes_, dist_, probs_, grad_dist_, grad_prototypes_;
-  PairwiseDistance<Scalar, Euclidean> euclidean_;
   PairwiseDistance<Scalar, SquaredEuclidean> squared_;
   PairwiseDistance<Scalar, CosineSimilarity> cosine_;
 };
