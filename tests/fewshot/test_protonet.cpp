@@ -64,6 +64,46 @@ TEST_CASE("fewshot.protonet: loss gradients match central differences for every 
   check_loss_gradients(ProtoNet<double>(ProtoDistance::squared_euclidean), s7, uneven, q, ql);
 }
 
+TEST_CASE_TEMPLATE("fewshot.protonet: Euclidean scores and gradients are the Euclidean kernel's, bit for bit", Scalar,
+                   float, double) {
+  // ProtoNet computes Euclidean distances through the squared kernel (one kernel fewer to compile); the result must
+  // be exactly the Euclidean kernel's, on the direct path (3 classes) and the GEMM path (20 classes), with a query
+  // exactly on a prototype (distance 0, zero gradient through that pair).
+  for (const Index classes : {Index(3), Index(20)}) {
+    CAPTURE(classes);
+    const RowMatrixX<Scalar> s = random_matrix<Scalar>(2 * classes, 6, 21);
+    RowMatrixX<Scalar> q = random_matrix<Scalar>(11, 6, 22);
+    const LabelVector sl = cyclic_labels(2 * classes, classes), ql = cyclic_labels(11, classes);
+    ProtoNet<Scalar> net(ProtoDistance::euclidean, Scalar(1.5));
+    net.fit(s, sl);
+    q.row(4) = net.prototypes().row(ql[4]);
+    RowMatrixX<Scalar> gs(s.rows(), 6), gq(11, 6);
+    (void)net.loss(s, sl, q, ql, gs, gq);
+    const RowMatrixX<Scalar> scores = net.scores(q);
+
+    PairwiseDistance<Scalar, Euclidean> kernel;
+    const RowMatrixX<Scalar> prototypes = net.prototypes();
+    RowMatrixX<Scalar> d(11, classes);
+    kernel.compute(q, prototypes, d);
+    CHECK(d(4, ql[4]) == Scalar(0));
+    const RowMatrixX<Scalar> logits = Scalar(-1.5) * d;
+    CHECK((scores.array() == logits.array()).all());
+    RowMatrixX<Scalar> g = logits;  // dL/dD = -t (softmax - onehot) / Q, as ProtoNet::loss forms it
+    for (Index i = 0; i < 11; ++i) {
+      auto row = g.row(i);
+      const Scalar m = row.maxCoeff();
+      row = (row.array() - m).exp();
+      row /= row.sum();
+      row(ql[i]) -= Scalar(1);
+    }
+    const RowMatrixX<Scalar> gd = (Scalar(-1.5) / Scalar(11)) * g;
+    RowMatrixX<Scalar> expect_q(11, 6), expect_p(classes, 6);
+    kernel.backward(q, prototypes, d, gd, expect_q, expect_p);
+    CHECK((gq.array() == expect_q.array()).all());
+    CHECK(gq.row(4).allFinite());
+  }
+}
+
 TEST_CASE("fewshot.protonet: near-degenerate episodes stay finite with exact gradients") {
   // A query almost on a prototype (tiny Euclidean distance) and duplicated support rows.
   RowMatrixX<double> s = random_matrix<double>(6, 4, 8);
