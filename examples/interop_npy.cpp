@@ -4,6 +4,8 @@
  * @brief The usage example of docs/interop.md, compiled: xtensor data into kshot without a copy, a kshot
  * result back as an xtensor, and .npy/.csv files shared with NumPy. Needs xtensor (link kshot::xtensor).
  */
+#include <kshot/data/csv.hpp>
+#include <kshot/data/npy.hpp>
 #include <kshot/distances.hpp>
 #include <kshot/interop.hpp>
 

@@ -1,4 +1,4 @@
-// libFuzzer harness of kshot's CSV reader (kshot/interop/xtensor_io.hpp): load_csv_matrix<float/double> with
+// libFuzzer harness of kshot's CSV reader (kshot/data/csv.hpp): load_csv_matrix<float/double> with
 // every kind of delimiter and skip_rows.
 //
 // Input: byte 0 = options, the rest = the CSV file.
@@ -12,7 +12,7 @@
 
 #include "fuzz_common.hpp"
 
-#include "kshot/interop/xtensor_io.hpp"
+#include "kshot/data/csv.hpp"
 
 #include <cmath>
 #include <cstdio>

@@ -1,4 +1,4 @@
-// libFuzzer harness of kshot's .npy reader (kshot/interop/xtensor_io.hpp): read_npy_header,
+// libFuzzer harness of kshot's .npy reader (kshot/data/npy.hpp): read_npy_header,
 // load_npy_matrix<float/double> under every NpyConvert, and load_npy_labels.
 //
 // Input: byte 0 = options, the rest = the .npy file.
@@ -11,7 +11,7 @@
 
 #include "fuzz_common.hpp"
 
-#include "kshot/interop/xtensor_io.hpp"
+#include "kshot/data/npy.hpp"
 
 #include <cstring>
 

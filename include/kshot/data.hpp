@@ -9,9 +9,11 @@
 
 #include "kshot/core.hpp"
 #include "kshot/data/class_index.hpp"
+#include "kshot/data/csv.hpp"
 #include "kshot/data/dataset.hpp"
 #include "kshot/data/idx.hpp"
 #include "kshot/data/labels.hpp"
+#include "kshot/data/npy.hpp"
 #include "kshot/data/split.hpp"
 
 #endif  // KSHOT_DATA_HPP

@@ -1,7 +1,7 @@
 /**
  * @file kshot/interop.hpp
- * @brief Umbrella header of the interop module: the zero-copy xtensor bridge (as_eigen, to_xtensor_view) and
- * .npy/.csv I/O (load_npy_matrix, load_npy_labels, save_npy, load_csv_matrix).
+ * @brief Umbrella header of the interop module: the zero-copy xtensor bridge (as_eigen, to_xtensor_view). The .npy
+ * and .csv files it used to hold are in data/ (kshot/data/npy.hpp, kshot/data/csv.hpp), which needs no xtensor.
  *
  * Opt-in: kshot.hpp does not include it, and it needs xtensor (link `kshot::xtensor` from CMake).
  *
@@ -12,6 +12,5 @@
 
 #include "kshot/core.hpp"
 #include "kshot/interop/xtensor.hpp"
-#include "kshot/interop/xtensor_io.hpp"
 
 #endif  // KSHOT_INTEROP_HPP

@@ -397,7 +397,8 @@ TEST_CASE("core.binary_io: write_file_atomically replaces the file whole, or lea
   // A temporary that cannot be created, and a rename onto a directory: runtime_error naming the call and the path.
   const std::string nowhere = (dir / "no_such_dir" / "x.bin").string();
   KSHOT_CHECK_THROWS_WITH_ALL(detail::write_file_atomically(nowhere, "kshot::f()", [](std::ostream&) {}),
-                              std::runtime_error, "kshot::f(): '", "no_such_dir", "cannot open");
+                              std::runtime_error, "kshot::f(): '", "no_such_dir", "cannot create the temporary file",
+                              "x.bin.tmp", "No such file or directory");
   fs::create_directories(dir / "a_directory" / "inside");
   const std::string directory = (dir / "a_directory").string();
   KSHOT_CHECK_THROWS_WITH_ALL(

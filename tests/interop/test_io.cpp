@@ -9,7 +9,8 @@
 #include "test_util.hpp"
 
 #include <kshot/interop/xtensor.hpp>
-#include <kshot/interop/xtensor_io.hpp>
+#include <kshot/data/csv.hpp>
+#include <kshot/data/npy.hpp>
 
 // xnpy.hpp includes <regex>, whose std::function members trip a known false positive of GCC 12's
 // -Wmaybe-uninitialized under sanitizers (GCC PR 105562); the warning is in libstdc++, not in kshot.

@@ -475,7 +475,8 @@ TEST_CASE("FlatIndex::load: corrupt, truncated and foreign files throw naming th
   std::remove(path.c_str());
   KSHOT_CHECK_THROWS_WITH_ALL(FlatIndex<float>::load(path), std::runtime_error, path.c_str(), "cannot open");
   KSHOT_CHECK_THROWS_WITH_ALL(index.save("kshot_no_such_directory/index.bin"), std::runtime_error,
-                              "kshot::FlatIndex::save()", "kshot_no_such_directory/index.bin", "cannot open");
+                              "kshot::FlatIndex::save()", "kshot_no_such_directory/index.bin",
+                              "cannot create the temporary file", "No such file or directory");
 }
 
 TEST_CASE("FlatIndex: bad input throws naming the function, the argument and the numbers") {

@@ -14,12 +14,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <istream>
 #include <ostream>
 #include <string>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 
@@ -183,9 +185,17 @@ class BinaryReader {
 template <class Write>
 void write_file_atomically(const std::string& path, const char* where, Write&& write) {
   const std::string tmp = path + ".tmp";
+  // ": No such file or directory" when the failed call set errno, nothing otherwise.
+  auto reason = [](int err) {
+    return err != 0 ? ": " + std::error_code(err, std::generic_category()).message() : std::string();
+  };
   {
+    errno = 0;
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw_runtime_error(where, cat("'", path, "': cannot open '", tmp, "' for writing"));
+    if (!out) {
+      const int err = errno;
+      throw_runtime_error(where, cat("'", path, "': cannot create the temporary file '", tmp, "'", reason(err)));
+    }
     try {
       write(static_cast<std::ostream&>(out));
     } catch (...) {
@@ -193,16 +203,20 @@ void write_file_atomically(const std::string& path, const char* where, Write&& w
       std::remove(tmp.c_str());
       throw;
     }
+    errno = 0;
     out.flush();
+    out.close();
     if (!out) {
-      out.close();
+      const int err = errno;
       std::remove(tmp.c_str());
-      throw_runtime_error(where, cat("'", path, "': writing '", tmp, "' failed"));
+      throw_runtime_error(where, cat("'", path, "': writing the temporary file '", tmp, "' failed", reason(err)));
     }
   }
+  errno = 0;
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
     std::remove(tmp.c_str());
-    throw_runtime_error(where, cat("'", path, "': cannot rename '", tmp, "' to it"));
+    throw_runtime_error(where, cat("'", path, "': cannot rename '", tmp, "' onto it", reason(err)));
   }
 }
 

@@ -13,7 +13,7 @@
  * copy is explicit. Maps are built from `data()` and the shape, never from the strides: xtensor reports a
  * stride of 0 for an axis of extent 1.
  *
- * This is the only kshot header (with interop/xtensor_io.hpp) that includes xtensor. It reads both the
+ * This is the only kshot header that includes xtensor. It reads both the
  * xtensor 0.24/0.25 include layout (Debian 12) and the 0.26+ layout (`<xtensor/containers/...>`).
  *
  * SPDX-License-Identifier: MIT

@@ -1,7 +1,7 @@
 /**
- * @file kshot/interop/xtensor_io.hpp
- * @brief Reading and writing NumPy `.npy` files and numeric `.csv` files as kshot matrices and label vectors,
- * with every header field validated and every error naming the function, the path and what was found.
+ * @file kshot/data/npy.hpp
+ * @brief Reading and writing NumPy `.npy` files as kshot matrices and label vectors, with every header field
+ * validated and every error naming the function, the path and what was found.
  *
  * The `.npy` reader checks the whole file before it touches the data: the magic string `\x93NUMPY`, the
  * format version (1.0, 2.0 or 3.0), the header length against the file size, the header dictionary (parsed
@@ -24,11 +24,13 @@
  *
  * SPDX-License-Identifier: MIT
  */
-#ifndef KSHOT_INTEROP_XTENSOR_IO_HPP
-#define KSHOT_INTEROP_XTENSOR_IO_HPP
+#ifndef KSHOT_DATA_NPY_HPP
+#define KSHOT_DATA_NPY_HPP
 
+#include "kshot/core/binary_io.hpp"
 #include "kshot/core/check.hpp"
 #include "kshot/core/types.hpp"
+#include "kshot/data/detail/io_messages.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -41,21 +43,12 @@
 #include <fstream>
 #include <ios>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <system_error>
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#if defined(__has_include)
-#if __has_include(<charconv>)
-#include <charconv>
-#endif
-#endif
-#if !defined(__cpp_lib_to_chars) || __cpp_lib_to_chars < 201611L
-#include <locale>
-#include <sstream>
-#endif
 
 namespace kshot {
 
@@ -121,14 +114,6 @@ struct NpyHeader {
 
 namespace detail {
 
-/// "'path'", the form in which every message names a file.
-inline std::string io_quote(const std::string& path) { return "'" + path + "'"; }
-
-/// The message of errno value `err` ("No such file or directory").
-inline std::string io_errno_message(int err) {
-  return err != 0 ? std::error_code(err, std::generic_category()).message() : std::string("unknown error");
-}
-
 /// True on a little-endian host.
 inline bool host_is_little_endian() noexcept {
   const std::uint16_t probe = 1;
@@ -175,54 +160,6 @@ inline std::string npy_shape_string(const std::vector<Index>& shape) {
   }
   if (shape.size() == 1) text += ",";
   return text + ")";
-}
-
-/// The dtype name kshot uses for a C++ scalar in messages.
-template <class T>
-const char* npy_requested_name() noexcept {
-  if constexpr (std::is_same_v<T, float>)
-    return "float32";
-  else if constexpr (std::is_same_v<T, double>)
-    return "float64";
-  else if constexpr (std::is_same_v<T, std::int32_t>)
-    return "int32";
-  else
-    return "unknown";
-}
-
-/// `text` made printable (newlines as \n, other control bytes as \xNN), cut at ~160 characters, for messages.
-inline std::string io_printable(const std::string& text) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (char c : text) {
-    if (out.size() >= 160) {
-      out += "...";
-      break;
-    }
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '\n')
-      out += "\\n";
-    else if (byte >= 0x20 && byte < 0x7F)
-      out += c;
-    else {
-      out += "\\x";
-      out += digits[byte >> 4];
-      out += digits[byte & 0x0F];
-    }
-  }
-  return out;
-}
-
-/// "93 4e 55 4d": bytes as lower-case hex pairs.
-inline std::string io_hex_bytes(const unsigned char* bytes, std::size_t count) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string text;
-  for (std::size_t k = 0; k < count; ++k) {
-    if (k > 0) text += ' ';
-    text += digits[bytes[k] >> 4];
-    text += digits[bytes[k] & 0x0F];
-  }
-  return text;
 }
 
 /**
@@ -593,113 +530,13 @@ inline std::string npy_make_header(const std::string& descr, const std::vector<I
   return out + dict;
 }
 
-/// Removes a temporary file at scope exit unless released.
-class TempFileGuard {
- public:
-  explicit TempFileGuard(std::string path) : path_(std::move(path)) {}
-  TempFileGuard(const TempFileGuard&) = delete;
-  TempFileGuard& operator=(const TempFileGuard&) = delete;
-  ~TempFileGuard() {
-    if (active_) {
-      std::error_code ec;
-      std::filesystem::remove(path_, ec);
-    }
-  }
-  void release() noexcept { active_ = false; }
-
- private:
-  std::string path_;
-  bool active_ = true;
-};
-
-/**
- * @brief Writes `head` then `bytes` bytes at `data` to `<path>.tmp`, then renames it onto `path`.
- * @throws std::runtime_error "<where>: '<path>': ..." when the temporary file cannot be created, written,
- * flushed or closed, or the rename fails; the temporary file is removed first.
- */
-inline void write_file_atomically(const std::string& path, const char* where, const std::string& head, const void* data,
-                                  std::size_t bytes) {
-  const std::string temporary = path + ".tmp";
-  errno = 0;
-  std::FILE* file = std::fopen(temporary.c_str(), "wb");
-  if (file == nullptr) {
-    const int err = errno;
-    throw_runtime_error(where, cat(io_quote(path), ": cannot create the temporary file ", io_quote(temporary), ": ",
-                                   io_errno_message(err)));
-  }
-  TempFileGuard guard(temporary);
-  const std::size_t total = head.size() + bytes;
-  std::size_t written = std::fwrite(head.data(), 1, head.size(), file);
-  if (written == head.size() && bytes > 0) written += std::fwrite(data, 1, bytes, file);
-  const int write_err = errno;
-  if (written != total) {
-    std::fclose(file);
-    throw_runtime_error(where, cat(io_quote(path), ": write error after ", written, " of ", total, " bytes to ",
-                                   io_quote(temporary), ": ", io_errno_message(write_err)));
-  }
-  errno = 0;
-  const bool flushed = std::fflush(file) == 0;
-  const int flush_err = errno;
-  const bool closed = std::fclose(file) == 0;
-  const int close_err = errno;
-  if (!flushed || !closed)
-    throw_runtime_error(where, cat(io_quote(path), ": cannot finish writing ", io_quote(temporary), ": ",
-                                   io_errno_message(!flushed ? flush_err : close_err)));
-  std::error_code ec;
-  std::filesystem::rename(temporary, path, ec);
-  if (ec)
-    throw_runtime_error(where,
-                        cat(io_quote(path), ": cannot rename ", io_quote(temporary), " onto it: ", ec.message()));
-  guard.release();
-}
-
-/// True for delimiters that cannot be part of a number, a comment or a line break.
-inline bool csv_valid_delimiter(char delimiter) noexcept {
-  const auto byte = static_cast<unsigned char>(delimiter);
-  return delimiter != '\0' && delimiter != '\n' && delimiter != '\r' && delimiter != '#' && delimiter != '"' &&
-         delimiter != '+' && delimiter != '-' && delimiter != '.' && std::isalnum(byte) == 0;
-}
-
-/// How a CSV cell failed to parse.
-enum class CsvParse { ok, empty, invalid, out_of_range };
-
-/// Parses a whole trimmed cell as T (locale-independent); underflow gives a signed zero, as NumPy does.
-template <class T>
-CsvParse csv_parse_cell(const char* first, const char* last, T& value) {
-  if (first == last) return CsvParse::empty;
-  const bool negative_exponent = [&] {
-    for (const char* p = first; p + 1 < last; ++p)
-      if ((*p == 'e' || *p == 'E') && p[1] == '-') return true;
-    return false;
-  }();
-  if (*first == '+' && last - first > 1 && (std::isdigit(static_cast<unsigned char>(first[1])) != 0 || first[1] == '.'))
-    ++first;  // from_chars refuses a leading '+', NumPy accepts it
-#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
-  const std::from_chars_result result = std::from_chars(first, last, value);
-  if (result.ec == std::errc::invalid_argument || result.ptr != last) return CsvParse::invalid;
-  if (result.ec == std::errc::result_out_of_range) {
-    if (!negative_exponent) return CsvParse::out_of_range;
-    value = *first == '-' ? -T(0) : T(0);
-  }
-  return CsvParse::ok;
-#else
-  std::istringstream in(std::string(first, last));
-  in.imbue(std::locale::classic());
-  in >> value;
-  if (in.fail()) {
-    // A value outside the range of T sets failbit with +-max (C++11 num_get); tell it from garbage by re-reading
-    // it as long double.
-    std::istringstream wide(std::string(first, last));
-    wide.imbue(std::locale::classic());
-    long double probe = 0;
-    wide >> probe;
-    if (wide.fail() || wide.peek() != std::char_traits<char>::eof()) return CsvParse::invalid;
-    if (!negative_exponent) return CsvParse::out_of_range;
-    value = *first == '-' ? -T(0) : T(0);
-    return CsvParse::ok;
-  }
-  return in.peek() == std::char_traits<char>::eof() ? CsvParse::ok : CsvParse::invalid;
-#endif
+/// Writes the header `head` then `bytes` bytes at `data`, atomically (core's write_file_atomically()).
+inline void npy_write(const std::string& path, const char* where, const std::string& head, const void* data,
+                      std::size_t bytes) {
+  write_file_atomically(path, where, [&](std::ostream& out) {
+    out.write(head.data(), static_cast<std::streamsize>(head.size()));
+    if (bytes > 0) out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+  });
 }
 
 }  // namespace detail
@@ -877,115 +714,14 @@ void save_npy(const std::string& path, const Eigen::MatrixBase<Derived>& array) 
     const bool contiguous =
         array.size() <= 1 || (d.innerStride() == 1 && (is_vector || d.rows() <= 1 || d.outerStride() == d.cols()));
     if (contiguous) {
-      detail::write_file_atomically(path, where, head, d.data(), bytes);
+      detail::npy_write(path, where, head, d.data(), bytes);
       return;
     }
   }
   const RowMatrixX<Scalar> copy = array;
-  detail::write_file_atomically(path, where, head, copy.data(), bytes);
-}
-
-/**
- * @brief Loads a numeric CSV file (one sample per line, no quoting) as a row-major matrix.
- *
- * Lines are split at every `delimiter`; spaces and tabs around a cell are ignored; a trailing '\r' (Windows
- * line ends) is removed. Blank lines and lines whose first non-blank character is '#' are skipped. Cells are
- * parsed without the locale, as NumPy's `loadtxt` does: "1.5", "-2e-3", "+4", "nan", "inf" are numbers;
- * a value too small for T becomes 0.
- *
- * @tparam T float or double.
- * @param[in] path the file.
- * @param[in] delimiter the cell separator (',' by default; ';', '\t', ' ', '|' ... work). With ' ' or '\t', put
- * exactly one between cells. Must not be a letter, a digit, '+', '-', '.', '#', '"', '\0', '\n' or '\r'.
- * @param[in] skip_rows the number of lines skipped at the start of the file (e.g. 1 for a header line), before
- * any other rule; must be >= 0.
- * @return one row per data line; every data line must have the same number of cells.
- * @throws std::invalid_argument "kshot::load_csv_matrix(): ..." when `delimiter` or `skip_rows` is invalid.
- * @throws std::runtime_error "kshot::load_csv_matrix(): '<path>': ..." when the file does not exist, is a
- * directory or cannot be read; when a data line has a different number of cells than the first data line
- * (both line numbers and counts are shown); when a cell is empty, is not a number, or is out of the range of
- * T ("line 3, column 2: cannot parse \"abc\" as float32"; line and column numbers are 1-based and count every
- * line of the file); and when the file has no data line.
- */
-template <class T>
-RowMatrixX<T> load_csv_matrix(const std::string& path, char delimiter = ',', Index skip_rows = 0) {
-  static_assert(is_supported_scalar_v<T>, "kshot::load_csv_matrix<T>(): T must be float or double");
-  constexpr const char* where = "kshot::load_csv_matrix()";
-  KSHOT_CHECK(detail::csv_valid_delimiter(delimiter), where,
-              detail::cat("delimiter (character code ", static_cast<int>(static_cast<unsigned char>(delimiter)),
-                          ") must not be a letter, a digit, '+', '-', '.', '#', '\"', NUL or a line break"));
-  KSHOT_CHECK(skip_rows >= 0, where, detail::cat("skip_rows must be >= 0, got ", skip_rows));
-  auto fail = [&](const std::string& what) {
-    detail::throw_runtime_error(where, detail::io_quote(path) + ": " + what);
-  };
-
-  std::error_code ec;
-  const std::filesystem::file_status status = std::filesystem::status(path, ec);
-  if (status.type() == std::filesystem::file_type::not_found) fail("cannot open the file: it does not exist");
-  if (status.type() == std::filesystem::file_type::directory) fail("cannot open the file: it is a directory");
-  errno = 0;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    fail(detail::cat("cannot open the file: ", detail::io_errno_message(err)));
-  }
-
-  std::vector<T> values;
-  std::string line;
-  Index line_number = 0, rows = 0, cols = -1, first_data_line = 0;
-  while (std::getline(in, line)) {
-    ++line_number;
-    if (line_number <= skip_rows) continue;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    const std::size_t first = line.find_first_not_of(" \t");
-    if (first == std::string::npos || line[first] == '#') continue;
-    line.erase(line.find_last_not_of(" \t") + 1);
-    line.erase(0, first);
-
-    Index cells = 0;
-    std::size_t start = 0;
-    for (;;) {
-      std::size_t stop = line.find(delimiter, start);
-      const bool last_cell = stop == std::string::npos;
-      if (last_cell) stop = line.size();
-      std::size_t a = start, b = stop;
-      while (a < b && (line[a] == ' ' || line[a] == '\t')) ++a;
-      while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t')) --b;
-      ++cells;
-      T value{};
-      const detail::CsvParse parsed = detail::csv_parse_cell(line.data() + a, line.data() + b, value);
-      if (parsed != detail::CsvParse::ok) {
-        const std::string cell = line.substr(a, b - a);
-        const std::string at = detail::cat("line ", line_number, ", column ", cells, ": ");
-        if (parsed == detail::CsvParse::empty) fail(at + "empty cell");
-        if (parsed == detail::CsvParse::out_of_range)
-          fail(detail::cat(at, cell, " is out of the range of ", detail::npy_requested_name<T>()));
-        fail(detail::cat(at, "cannot parse \"", detail::io_printable(cell), "\" as ", detail::npy_requested_name<T>()));
-      }
-      if (cols >= 0 && cells > cols)
-        fail(detail::cat("line ", line_number, " has more than ", cols, " cells but line ", first_data_line,
-                         " (the first data line) has ", cols));
-      values.push_back(value);
-      if (last_cell) break;
-      start = stop + 1;
-    }
-    if (cols < 0) {
-      cols = cells;
-      first_data_line = line_number;
-    } else if (cells != cols) {
-      fail(detail::cat("line ", line_number, " has ", cells, " cells but line ", first_data_line,
-                       " (the first data line) has ", cols));
-    }
-    ++rows;
-  }
-  if (in.bad()) fail(detail::cat("read error after line ", line_number));
-  if (rows == 0)
-    fail(skip_rows > 0
-             ? detail::cat("no data line after skipping ", skip_rows, " lines (the file has ", line_number, " lines)")
-             : std::string("no data line (the file is empty or holds only blank and comment lines)"));
-  return Eigen::Map<const RowMatrixX<T>>(values.data(), rows, cols);
+  detail::npy_write(path, where, head, copy.data(), bytes);
 }
 
 }  // namespace kshot
 
-#endif  // KSHOT_INTEROP_XTENSOR_IO_HPP
+#endif  // KSHOT_DATA_NPY_HPP
