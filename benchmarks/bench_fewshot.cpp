@@ -23,7 +23,7 @@
 #include <kshot/core/threads.hpp>
 #include <kshot/core/types.hpp>
 #include <kshot/data/class_index.hpp>
-#include <kshot/fewshot/evaluate.hpp>
+#include <kshot/eval/episodic.hpp>
 #include <kshot/fewshot/protonet.hpp>
 #include <kshot/sampling/episode.hpp>
 #include <kshot/sampling/episode_sampler.hpp>

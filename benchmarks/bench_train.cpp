@@ -24,7 +24,7 @@
 
 #include <kshot/core/threads.hpp>
 #include <kshot/data.hpp>
-#include <kshot/fewshot/evaluate.hpp>
+#include <kshot/eval/episodic.hpp>
 #include <kshot/fewshot/protonet.hpp>
 #include <kshot/nn/adam.hpp>
 #include <kshot/nn/sequential.hpp>

@@ -16,6 +16,7 @@
  * Usage: metric_learning [fashion-mnist-directory] [steps]
  */
 #include <kshot/data.hpp>
+#include <kshot/eval/episodic.hpp>
 #include <kshot/fewshot.hpp>
 #include <kshot/losses/miners.hpp>
 #include <kshot/losses/triplet.hpp>

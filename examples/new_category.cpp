@@ -12,6 +12,7 @@
  * Usage: new_category [fashion-mnist-directory]
  */
 #include <kshot/data.hpp>
+#include <kshot/eval/episodic.hpp>
 #include <kshot/fewshot.hpp>
 #include <kshot/sampling.hpp>
 

@@ -20,6 +20,7 @@
  *   defaults: Debian's dataset directory, 6000 steps, train_protonet.kshotnn in the working directory.
  */
 #include <kshot/data.hpp>
+#include <kshot/eval/episodic.hpp>
 #include <kshot/fewshot.hpp>
 #include <kshot/nn/adam.hpp>
 #include <kshot/nn/sequential.hpp>

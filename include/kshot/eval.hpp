@@ -12,6 +12,7 @@
 #include "kshot/core.hpp"
 #include "kshot/eval/ab_test.hpp"
 #include "kshot/eval/confidence.hpp"
+#include "kshot/eval/episodic.hpp"
 #include "kshot/eval/ranking.hpp"
 
 #endif  // KSHOT_EVAL_HPP

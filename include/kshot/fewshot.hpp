@@ -11,7 +11,6 @@
 #include "kshot/distances.hpp"
 #include "kshot/fewshot/bd_cspn.hpp"
 #include "kshot/fewshot/common.hpp"
-#include "kshot/fewshot/evaluate.hpp"
 #include "kshot/fewshot/laplacian_shot.hpp"
 #include "kshot/fewshot/logistic_head.hpp"
 #include "kshot/fewshot/matching_networks.hpp"

@@ -18,6 +18,7 @@
 // values (4-6 interval half-widths): a change of sampling, prototypes or scores that costs accuracy fails,
 // chance (20%) is far below, and the 5-shot gain over 1-shot (about 15-19 points) must remain.
 #include <kshot/data.hpp>
+#include <kshot/eval/episodic.hpp>
 #include <kshot/fewshot.hpp>
 #include <kshot/sampling.hpp>
 

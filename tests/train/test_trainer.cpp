@@ -7,7 +7,7 @@
 
 #include <kshot/core/threads.hpp>
 #include <kshot/data/class_index.hpp>
-#include <kshot/fewshot/evaluate.hpp>
+#include <kshot/eval/episodic.hpp>
 #include <kshot/fewshot/matching_networks.hpp>
 #include <kshot/fewshot/protonet.hpp>
 #include <kshot/losses/triplet.hpp>

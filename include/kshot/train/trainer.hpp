@@ -14,7 +14,7 @@
 #include "kshot/core/threads.hpp"
 #include "kshot/core/types.hpp"
 #include "kshot/eval/confidence.hpp"
-#include "kshot/fewshot/evaluate.hpp"
+#include "kshot/eval/episodic.hpp"
 #include "kshot/fewshot/protonet.hpp"
 #include "kshot/nn/adam.hpp"
 #include "kshot/nn/clip.hpp"

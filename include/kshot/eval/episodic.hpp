@@ -1,13 +1,13 @@
 /**
- * @file kshot/fewshot/evaluate.hpp
+ * @file kshot/eval/episodic.hpp
  * @brief Episodic evaluation of any few-shot classifier: mean accuracy with its 95% confidence interval,
  * per-class accuracy, the confusion matrix and per-episode accuracies, in parallel over episodes and
  * identical for any number of threads.
  *
  * SPDX-License-Identifier: MIT
  */
-#ifndef KSHOT_FEWSHOT_EVALUATE_HPP
-#define KSHOT_FEWSHOT_EVALUATE_HPP
+#ifndef KSHOT_EVAL_EPISODIC_HPP
+#define KSHOT_EVAL_EPISODIC_HPP
 
 #include "kshot/core/check.hpp"
 #include "kshot/core/threads.hpp"
@@ -102,4 +102,4 @@ EpisodicEvaluation evaluate_episodes(const Classifier& classifier, const Episode
 
 }  // namespace kshot
 
-#endif  // KSHOT_FEWSHOT_EVALUATE_HPP
+#endif  // KSHOT_EVAL_EPISODIC_HPP
