@@ -6,6 +6,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include "test_util.hpp"
+#include "data/file_test_util.hpp"
 
 #include <kshot/data/idx.hpp>
 
@@ -30,36 +31,10 @@
 namespace {
 
 namespace fs = std::filesystem;
+using kshot_file_test::TempDir;
 using Bytes = std::vector<std::uint8_t>;
 using kshot::Index;
 using kshot::IdxType;
-
-/// A fresh directory under the system's temporary directory, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<unsigned> counter{0};
-    std::random_device device;
-    do {
-      path_ = fs::temp_directory_path() /
-              ("kshot_test_idx_" + std::to_string(device()) + "_" + std::to_string(counter++));
-    } while (!fs::create_directory(path_));
-    text_ = path_.string();
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  /// A reference, so that `path().c_str()` outlives the full expression it appears in.
-  const std::string& path() const { return text_; }
-
- private:
-  fs::path path_;
-  std::string text_;
-};
 
 void append_be32(Bytes& out, std::uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>((v >> shift) & 0xFFu));

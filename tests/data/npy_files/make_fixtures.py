@@ -4,7 +4,7 @@
 
 Run from anywhere with Debian's Python, which has NumPy (python3-numpy):
 
-    /usr/bin/python3 tests/interop/files/make_fixtures.py
+    /usr/bin/python3 tests/data/npy_files/make_fixtures.py
 
 The files are tiny and committed; the test asserts the exact values written here.
 """
