@@ -19,6 +19,7 @@
 
 #include "kshot/core/check.hpp"
 #include "kshot/core/types.hpp"
+#include "kshot/data/detail/io_messages.hpp"
 
 #include <algorithm>
 #include <array>
@@ -148,21 +149,6 @@ inline std::string idx_shape_string(const std::vector<Index>& shape) {
   return text;
 }
 
-/// "1f 8b 08 00": bytes as lower-case hex pairs.
-inline std::string idx_hex_bytes(const std::uint8_t* bytes, std::size_t count) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string text;
-  for (std::size_t k = 0; k < count; ++k) {
-    if (k > 0) text += ' ';
-    text += digits[bytes[k] >> 4];
-    text += digits[bytes[k] & 0x0F];
-  }
-  return text;
-}
-
-/// "'path'", the form in which every message names a file.
-inline std::string idx_quote(const std::string& path) { return "'" + path + "'"; }
-
 /// Rewrites `count` big-endian values of `size` bytes, in place, in host byte order (any host).
 inline void idx_big_endian_to_host(std::uint8_t* p, std::size_t count, std::size_t size) noexcept {
   // Building the value with shifts is independent of the host's byte order; compilers emit bswap.
@@ -208,15 +194,15 @@ class IdxByteSource {
     std::error_code ec;
     const std::filesystem::file_status status = std::filesystem::status(path, ec);
     if (status.type() == std::filesystem::file_type::not_found)
-      throw_runtime_error(where, cat(idx_quote(path), ": cannot open the file: it does not exist"));
+      throw_runtime_error(where, cat(io_quote(path), ": cannot open the file: it does not exist"));
     if (status.type() == std::filesystem::file_type::directory)
-      throw_runtime_error(where, cat(idx_quote(path), ": cannot open the file: it is a directory"));
+      throw_runtime_error(where, cat(io_quote(path), ": cannot open the file: it is a directory"));
 #ifdef KSHOT_HAS_ZLIB
     errno = 0;
     file_ = gzopen(path.c_str(), "rb");
     if (file_ == nullptr) {
       const int err = errno;
-      throw_runtime_error(where, cat(idx_quote(path), ": cannot open the file: ",
+      throw_runtime_error(where, cat(io_quote(path), ": cannot open the file: ",
                                      err != 0 ? std::error_code(err, std::generic_category()).message()
                                               : std::string("zlib could not allocate its state")));
     }
@@ -226,16 +212,16 @@ class IdxByteSource {
     in_.open(path, std::ios::binary);
     if (!in_) {
       const int err = errno;
-      throw_runtime_error(where, cat(idx_quote(path), ": cannot open the file: ",
+      throw_runtime_error(where, cat(io_quote(path), ": cannot open the file: ",
                                      err != 0 ? std::error_code(err, std::generic_category()).message()
                                               : std::string("std::ifstream failed")));
     }
     const int b0 = in_.get();
     const int b1 = in_.get();
     if (b0 == 0x1F && b1 == 0x8B)
-      throw_runtime_error(where, cat(idx_quote(path), ": the file is gzip-compressed (it starts with 1f 8b) but "
-                                                      "kshot was built without zlib (KSHOT_HAS_ZLIB is not defined); "
-                                                      "decompress it with gunzip or build kshot with zlib"));
+      throw_runtime_error(where, cat(io_quote(path), ": the file is gzip-compressed (it starts with 1f 8b) but "
+                                                     "kshot was built without zlib (KSHOT_HAS_ZLIB is not defined); "
+                                                     "decompress it with gunzip or build kshot with zlib"));
     in_.clear();
     in_.seekg(0);
 #endif
@@ -430,7 +416,7 @@ inline std::uint64_t idx_first_allocation(std::uint64_t expected, bool size_know
 
 /// read_idx under the name of the public call that the messages report.
 inline IdxArray read_idx_impl(const std::string& path, const char* where) {
-  const auto fail = [&](const std::string& what) { throw_runtime_error(where, cat(idx_quote(path), ": ", what)); };
+  const auto fail = [&](const std::string& what) { throw_runtime_error(where, cat(io_quote(path), ": ", what)); };
   IdxByteSource source(path, where);
 
   std::array<std::uint8_t, 4> magic{};
@@ -439,14 +425,14 @@ inline IdxArray read_idx_impl(const std::string& path, const char* where) {
   if (magic_read == 0) fail("the file is empty (an IDX file starts with the magic number 00 00 <type> <ndim>)");
   if (magic_read < magic.size())
     fail(cat("truncated header: expected at least 4 header bytes, read ", magic_read, " (",
-             idx_hex_bytes(magic.data(), magic_read), ")"));
-  const std::string magic_text = idx_hex_bytes(magic.data(), magic.size());
+             io_hex_bytes(magic.data(), magic_read), ")"));
+  const std::string magic_text = io_hex_bytes(magic.data(), magic.size());
   if (magic[0] != 0 || magic[1] != 0)
     fail(cat("bad magic number ", magic_text, " (an IDX file starts with 00 00 <type> <ndim>)"));
   const std::uint8_t code = magic[2];
   const bool known_code = code == 0x08 || code == 0x09 || code == 0x0B || code == 0x0C || code == 0x0D || code == 0x0E;
   if (!known_code)
-    fail(cat("unknown type code 0x", idx_hex_bytes(&code, 1), " in the magic number ", magic_text,
+    fail(cat("unknown type code 0x", io_hex_bytes(&code, 1), " in the magic number ", magic_text,
              " (expected 08 ubyte, 09 sbyte, 0b int16, 0c int32, 0d float32 or 0e float64)"));
   const std::size_t ndim = magic[3];
   if (ndim == 0 || ndim > 8)
@@ -534,7 +520,7 @@ template <class Scalar>
 RowMatrixX<Scalar> idx_to_images(const IdxArray& array, const std::string& path, Scalar scale, const char* where,
                                  Index& height, Index& width) {
   if (array.ndim() != 2 && array.ndim() != 3)
-    throw_runtime_error(where, cat(idx_quote(path), ": an images file must be 3-D (N x H x W) or 2-D (N x D), "
+    throw_runtime_error(where, cat(io_quote(path), ": an images file must be 3-D (N x H x W) or 2-D (N x D), "
                                                     "but this one is ", array.ndim(), "-D with shape ",
                                    idx_shape_string(array.shape)));
   const Index rows = array.shape[0];
@@ -542,7 +528,7 @@ RowMatrixX<Scalar> idx_to_images(const IdxArray& array, const std::string& path,
   width = array.ndim() == 3 ? array.shape[2] : array.shape[1];
   // With N = 0 the file holds no pixel, so read_idx() could not bound H x W by its size: checked here.
   if (height > 0 && width > std::numeric_limits<Index>::max() / height)
-    throw_runtime_error(where, cat(idx_quote(path), ": an image of ", height, " x ", width, " pixels (shape ",
+    throw_runtime_error(where, cat(io_quote(path), ": an image of ", height, " x ", width, " pixels (shape ",
                                    idx_shape_string(array.shape), ") has more pixels than a matrix can number (",
                                    std::numeric_limits<Index>::max(), ")"));
   RowMatrixX<Scalar> images(rows, height * width);
@@ -560,10 +546,10 @@ RowMatrixX<Scalar> idx_to_images(const IdxArray& array, const std::string& path,
 /// A 1-D integer array as labels.
 inline LabelVector idx_to_labels(const IdxArray& array, const std::string& path, const char* where) {
   if (array.ndim() != 1)
-    throw_runtime_error(where, cat(idx_quote(path), ": a labels file must be 1-D, but this one is ", array.ndim(),
+    throw_runtime_error(where, cat(io_quote(path), ": a labels file must be 1-D, but this one is ", array.ndim(),
                                    "-D with shape ", idx_shape_string(array.shape)));
   if (array.type == IdxType::float32 || array.type == IdxType::float64)
-    throw_runtime_error(where, cat(idx_quote(path), ": labels must be integers, but this file holds ",
+    throw_runtime_error(where, cat(io_quote(path), ": labels must be integers, but this file holds ",
                                    idx_type_name(array.type), " values"));
   LabelVector labels(array.shape[0]);
   const auto count = static_cast<std::size_t>(labels.size());
@@ -657,8 +643,8 @@ LabeledImages<Scalar> load_idx_dataset_impl(const std::string& images_path, cons
   dataset.features = idx_to_images(read_idx_impl(images_path, where), images_path, scale, where, dataset.height,
                                    dataset.width);
   if (dataset.features.rows() != dataset.labels.size())
-    throw_runtime_error(where, cat(idx_quote(images_path), " has ", dataset.features.rows(), " images but ",
-                                   idx_quote(labels_path), " has ", dataset.labels.size(), " labels"));
+    throw_runtime_error(where, cat(io_quote(images_path), " has ", dataset.features.rows(), " images but ",
+                                   io_quote(labels_path), " has ", dataset.labels.size(), " labels"));
   return dataset;
 }
 
@@ -723,7 +709,7 @@ inline std::string find_fashion_mnist_file(const std::string& directory, const s
     std::error_code ec;
     if (std::filesystem::exists(candidate, ec)) return candidate;
   }
-  throw_runtime_error(where, cat("neither ", idx_quote(compressed), " nor ", idx_quote(plain),
+  throw_runtime_error(where, cat("neither ", io_quote(compressed), " nor ", io_quote(plain),
                                  " exists; install Debian's dataset-fashion-mnist package or pass the directory "
                                  "that holds the Fashion-MNIST IDX files"));
 }
